@@ -12,10 +12,23 @@ Example:
 
 from importlib.metadata import version as _version
 
+from ._backend import BACKENDS as BACKENDS
+from ._backend import resolve_backend as resolve_backend
+from ._backend import triton_available as triton_available
 from ._errors import BackendFallbackWarning as BackendFallbackWarning
 from ._errors import ConvergenceWarning as ConvergenceWarning
 from ._errors import SciMLError as SciMLError
 from ._errors import SciMLInputError as SciMLInputError
+from ._kernels import GaussianKernel as GaussianKernel
+from ._kernels import Kernel as Kernel
+from ._kernels import LaplaceKernel as LaplaceKernel
+from ._kernels import RandomFourierFeatures as RandomFourierFeatures
+from ._optimality import FixedPointCondition as FixedPointCondition
+from ._optimality import OptimalityCondition as OptimalityCondition
+from ._optimality import RootCondition as RootCondition
+from ._optimality import fixed_point_condition as fixed_point_condition
+from ._optimality import root_condition as root_condition
+from ._optimality import stationarity_condition as stationarity_condition
 from ._registry import BENCHMARK_ENTRY_POINT_GROUP as BENCHMARK_ENTRY_POINT_GROUP
 from ._registry import DEMO_ENTRY_POINT_GROUP as DEMO_ENTRY_POINT_GROUP
 from ._registry import BenchContext as BenchContext
@@ -57,6 +70,22 @@ __all__ = [
     "check_nonempty",
     "check_same_device",
     "check_in_choices",
+    # optimality conditions
+    "OptimalityCondition",
+    "RootCondition",
+    "FixedPointCondition",
+    "root_condition",
+    "fixed_point_condition",
+    "stationarity_condition",
+    # kernels
+    "Kernel",
+    "GaussianKernel",
+    "LaplaceKernel",
+    "RandomFourierFeatures",
+    # backends
+    "BACKENDS",
+    "resolve_backend",
+    "triton_available",
     # demos and benchmarks
     "DEMO_ENTRY_POINT_GROUP",
     "BENCHMARK_ENTRY_POINT_GROUP",

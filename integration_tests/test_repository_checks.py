@@ -1,0 +1,105 @@
+"""The repository's own gates must be able to fail: plant the mistakes they exist for in a copy of the workspace."""
+
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_tool(name, root):
+    return subprocess.run(
+        [sys.executable, str(ROOT / "tools" / name), str(root)], capture_output=True, text=True, check=False
+    )
+
+
+def add_member(root, name, body="", deps=('"sciml-protocols>=0.1,<0.2"',)):
+    module = name.replace("-", "_")
+    folder = root / "packages" / name
+    (folder / "src" / module).mkdir(parents=True)
+    (folder / "src" / module / "__init__.py").write_text(body)
+    (folder / "pyproject.toml").write_text(
+        textwrap.dedent(
+            f"""
+            [project]
+            name = "{name}"
+            version = "0.1.0"
+            dependencies = [{", ".join(deps)}]
+            """
+        )
+    )
+    pyproject = root / "pyproject.toml"
+    text = pyproject.read_text().replace(
+        "[tool.uv.sources]\n", f"[tool.uv.sources]\n{name} = {{ workspace = true }}\n", 1
+    )
+    pyproject.write_text(text)
+
+
+@pytest.fixture
+def workspace(tmp_path):
+    shutil.copytree(ROOT / "packages", tmp_path / "packages", ignore=shutil.ignore_patterns("tests", "__pycache__"))
+    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    add_member(tmp_path, "sciml-alpha", "import sciml_protocols\n")
+    add_member(tmp_path, "sciml-beta", "from sciml_protocols import Solution\n")
+    return tmp_path
+
+
+def test_imports_gate_passes_on_a_clean_copy(workspace):
+    result = run_tool("check_imports.py", workspace)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "sciml_alpha | sciml_beta" in result.stdout
+    assert "independence" in result.stdout
+
+
+def test_imports_gate_fails_when_a_domain_package_imports_another(workspace):
+    init = workspace / "packages" / "sciml-alpha" / "src" / "sciml_alpha" / "__init__.py"
+    init.write_text("import sciml_protocols\nfrom sciml_beta import Solution\n")
+    result = run_tool("check_imports.py", workspace)
+    assert result.returncode != 0
+    assert "BROKEN" in result.stdout
+    assert "sciml_alpha -> sciml_beta" in result.stdout
+
+
+def test_imports_gate_fails_when_protocols_import_a_domain_package(workspace):
+    planted = workspace / "packages" / "sciml-protocols" / "src" / "sciml_protocols" / "_planted.py"
+    planted.write_text("import sciml_alpha\n")
+    result = run_tool("check_imports.py", workspace)
+    assert result.returncode != 0
+    assert "sciml_protocols._planted -> sciml_alpha" in result.stdout
+
+
+def test_versions_gate_passes_on_a_clean_copy(workspace):
+    result = run_tool("check_versions.py", workspace)
+    assert result.returncode == 0, result.stdout
+    assert "4 members" in result.stdout
+
+
+def test_versions_gate_fails_when_a_range_excludes_the_workspace_version(workspace):
+    pyproject = workspace / "packages" / "sciml" / "pyproject.toml"
+    text = pyproject.read_text()
+    assert '"sciml-protocols[plot]>=0.1,<0.2"' in text
+    pyproject.write_text(text.replace('"sciml-protocols[plot]>=0.1,<0.2"', '"sciml-protocols[plot]>=0.5"'))
+    result = run_tool("check_versions.py", workspace)
+    assert result.returncode == 1
+    assert "excludes the workspace version sciml-protocols 0.1.0" in result.stdout
+
+
+def test_versions_gate_fails_on_sideways_dependency_and_missing_source(workspace):
+    add_member(workspace, "sciml-gamma", deps=('"sciml-alpha>=0.1"',))
+    pyproject = workspace / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text().replace("sciml-beta = { workspace = true }\n", ""))
+    result = run_tool("check_versions.py", workspace)
+    assert result.returncode == 1
+    assert "sciml-gamma (dependencies): depends on domain package sciml-alpha" in result.stdout
+    assert "sciml-beta: missing from [tool.uv.sources]" in result.stdout
+
+
+def test_versions_gate_requires_a_range(workspace):
+    add_member(workspace, "sciml-delta", deps=('"sciml-protocols"',))
+    result = run_tool("check_versions.py", workspace)
+    assert result.returncode == 1
+    assert "sciml-protocols has no version range" in result.stdout
