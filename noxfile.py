@@ -15,7 +15,7 @@ from pathlib import Path
 import nox
 
 sys.path.insert(0, str(Path(__file__).parent / "tools"))
-from workspace import members  # noqa: E402
+from workspace import members
 
 nox.options.default_venv_backend = "uv"
 nox.options.error_on_missing_interpreters = True
@@ -79,6 +79,7 @@ def typecheck(session: nox.Session) -> None:
     """pyright over every package (strict for sciml-protocols)."""
     sync(session, "--all-packages", "--all-extras", "--group", "typecheck")
     session.run("pyright")
+    session.run("pyright", "-p", "packages/sciml-protocols")
 
 
 @nox.session
@@ -146,9 +147,7 @@ def wheels(session: nox.Session) -> None:
             session.run("uv", "venv", "--quiet", str(venv), silent=True)
             python = str(venv / "bin" / "python")
             # Internal dependencies come from the freshly built wheels, everything else from the package index.
-            session.run(
-                "uv", "pip", "install", "--quiet", "--python", python, "--find-links", str(dist), str(wheel)
-            )
+            session.run("uv", "pip", "install", "--quiet", "--python", python, "--find-links", str(dist), str(wheel))
             module = IMPORT_NAMES[package]
             code = (
                 f"import sys, {module}\n"
@@ -171,5 +170,3 @@ def demo(session: nox.Session) -> None:
                 session.error(f"sciml demo did not write {name}")
         session.run("sciml", "bench", "--quick", "--min-run-time", "0.05", "--json", str(Path(tmp) / "bench.json"))
     session.run("sciml", "info")
-
-

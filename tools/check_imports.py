@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from workspace import PROTOCOLS, ROOT, UMBRELLA, domain_members, members  # noqa: E402
+from workspace import PROTOCOLS, ROOT, UMBRELLA, domain_members, members
 
 
 def contracts(root: Path) -> str:

@@ -18,7 +18,7 @@ from packaging.version import Version
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from workspace import ROOT, members  # noqa: E402
+from workspace import ROOT, members
 
 
 def problems(root: Path) -> list[str]:
@@ -39,9 +39,7 @@ def problems(root: Path) -> list[str]:
             if not str(req.specifier) and name != member.name:
                 found.append(f"{member.name} ({where}): {req} has no version range")
             elif not req.specifier.contains(versions[name], prereleases=True):
-                found.append(
-                    f"{member.name} ({where}): {req} excludes the workspace version {name} {versions[name]}"
-                )
+                found.append(f"{member.name} ({where}): {req} excludes the workspace version {name} {versions[name]}")
     return found
 
 

@@ -1,7 +1,6 @@
 import pytest
-import torch
-
 import sciml_protocols as sp
+import torch
 from sciml_protocols import _backend
 
 

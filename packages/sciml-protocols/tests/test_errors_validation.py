@@ -2,9 +2,8 @@ import math
 import pickle
 
 import pytest
-import torch
-
 import sciml_protocols as sp
+import torch
 
 
 def test_input_error_is_value_error_and_names_argument():

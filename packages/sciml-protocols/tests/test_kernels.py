@@ -2,10 +2,9 @@ import math
 
 import numpy as np
 import pytest
+import sciml_protocols as sp
 import torch
 from scipy.spatial.distance import cdist
-
-import sciml_protocols as sp
 
 DTYPES = [torch.float32, torch.float64]
 
@@ -91,7 +90,9 @@ def test_random_fourier_features_are_unbiased(kernel):
     approx = phi(x) @ phi(x).T
     assert (approx - kernel(x)).abs().max() < 0.05
     # A wrong spectral density (twice the lengthscale) must be detected by the same tolerance.
-    wrong = type(kernel)(2.6, 2.0) if isinstance(kernel, sp.GaussianKernel) else type(kernel)(2.6, 2.0, norm=kernel.norm)
+    wrong = (
+        type(kernel)(2.6, 2.0) if isinstance(kernel, sp.GaussianKernel) else type(kernel)(2.6, 2.0, norm=kernel.norm)
+    )
     assert (approx - wrong(x)).abs().max() > 0.1
 
 

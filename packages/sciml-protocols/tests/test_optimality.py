@@ -1,7 +1,6 @@
 import pytest
-import torch
-
 import sciml_protocols as sp
+import torch
 
 
 def spd(n, seed=0):

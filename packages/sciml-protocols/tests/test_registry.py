@@ -3,9 +3,8 @@ import json
 from importlib import metadata
 
 import pytest
-import torch
-
 import sciml_protocols as sp
+import torch
 from sciml_protocols import _registry
 
 

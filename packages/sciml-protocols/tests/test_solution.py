@@ -2,9 +2,8 @@ import dataclasses
 import warnings
 
 import pytest
-import torch
-
 import sciml_protocols as sp
+import torch
 
 
 def test_solution_is_frozen_and_stats_read_only():

@@ -54,7 +54,9 @@ def _decide(
         return "torch", None
     if requested == "triton":
         if not have_triton:
-            raise SciMLError("backend='triton' was requested but triton cannot be imported; install sciml's triton extra")
+            raise SciMLError(
+                "backend='triton' was requested but triton cannot be imported; install sciml's triton extra"
+            )
         if not on_cuda and not interpret:
             where = ", ".join(sorted(device_types)) or "no tensors"
             raise SciMLInputError(

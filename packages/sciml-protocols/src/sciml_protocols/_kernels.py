@@ -36,7 +36,9 @@ def _as_parameter(name: str, value: float | torch.Tensor) -> torch.Tensor | floa
     if isinstance(value, torch.Tensor):
         check_dtype(name, value)
         if value.dim() > 1:
-            raise SciMLInputError(name, f"must be a scalar or a vector of per-dimension values, got shape {tuple(value.shape)}")
+            raise SciMLInputError(
+                name, f"must be a scalar or a vector of per-dimension values, got shape {tuple(value.shape)}"
+            )
     check_positive(name, value)
     return value
 
@@ -74,13 +76,13 @@ def _scaled(x: torch.Tensor, lengthscale: torch.Tensor | float) -> torch.Tensor:
 
 
 class RandomFourierFeatures:
-    """A fixed draw of random Fourier features: ``phi(x) @ phi(y).T`` approximates ``k(x, y)``.
+    r"""A fixed draw of random Fourier features: ``phi(x) @ phi(y).T`` approximates ``k(x, y)``.
 
     With frequencies ``w_1..w_D`` drawn from the kernel's spectral density (Bochner's theorem),
 
     .. math::
-        \\phi(x) = \\sqrt{\\sigma^2 / D}\\,[\\cos(W x), \\sin(W x)] \\in \\mathbb{R}^{2D},\\qquad
-        \\mathbb{E}[\\phi(x)^\\top \\phi(y)] = k(x, y).
+        \phi(x) = \sqrt{\sigma^2 / D}\,[\cos(W x), \sin(W x)] \in \mathbb{R}^{2D},\qquad
+        \mathbb{E}[\phi(x)^\top \phi(y)] = k(x, y).
 
     Attributes:
         frequencies: ``W``, shape ``(D, d)``.
@@ -103,7 +105,9 @@ class RandomFourierFeatures:
         """Features of ``x`` (shape ``(..., n, d)``), shape ``(..., n, 2D)``."""
         x, _ = _check_points(x, None)
         if x.shape[-1] != self.frequencies.shape[-1]:
-            raise SciMLInputError("x", f"has d={x.shape[-1]} but the features were drawn for d={self.frequencies.shape[-1]}")
+            raise SciMLInputError(
+                "x", f"has d={x.shape[-1]} but the features were drawn for d={self.frequencies.shape[-1]}"
+            )
         projection = x @ self.frequencies.to(dtype=x.dtype, device=x.device).T
         scale = torch.sqrt(torch.as_tensor(self.variance, dtype=x.dtype, device=x.device) / self.frequencies.shape[0])
         return scale * torch.cat([torch.cos(projection), torch.sin(projection)], dim=-1)
@@ -117,10 +121,10 @@ def _check_feature_args(dim: int, num_features: int) -> None:
 
 
 class GaussianKernel:
-    """Gaussian (RBF, squared-exponential) kernel.
+    r"""Gaussian (RBF, squared-exponential) kernel.
 
     .. math::
-        k(x, y) = \\sigma^2 \\exp\\Big(-\\tfrac12 \\sum_i (x_i - y_i)^2 / \\ell_i^2\\Big)
+        k(x, y) = \sigma^2 \exp\Big(-\tfrac12 \sum_i (x_i - y_i)^2 / \ell_i^2\Big)
 
     Args:
         lengthscale: ``ell``, a positive number, or a tensor of shape ``(d,)`` for one lengthscale per dimension
@@ -183,10 +187,10 @@ class GaussianKernel:
 
 
 class LaplaceKernel:
-    """Laplace (exponential) kernel, with the Euclidean or the Manhattan distance.
+    r"""Laplace (exponential) kernel, with the Euclidean or the Manhattan distance.
 
     .. math::
-        k(x, y) = \\sigma^2 \\exp\\big(-\\lVert (x - y) / \\ell \\rVert_p\\big), \\qquad p \\in \\{1, 2\\}
+        k(x, y) = \sigma^2 \exp\big(-\lVert (x - y) / \ell \rVert_p\big), \qquad p \in \{1, 2\}
 
     ``norm="l2"`` is the Matérn-1/2 kernel used in kernel-machine theory; ``norm="l1"`` matches
     ``sklearn.metrics.pairwise.laplacian_kernel`` (with ``gamma = 1/ell``).

@@ -127,8 +127,8 @@ class FixedPointCondition:
 
 def _satisfied(residual: torch.Tensor, z: torch.Tensor, tol: float) -> bool:
     check_positive("tol", tol)
-    scale = max(1.0, float(torch.linalg.vector_norm(z.detach())))
-    return bool(torch.linalg.vector_norm(residual.detach()) <= tol * scale)
+    scale = max(1.0, float(z.detach().norm()))
+    return bool(residual.detach().norm() <= tol * scale)
 
 
 def root_condition(fn: Callable[..., torch.Tensor]) -> RootCondition:

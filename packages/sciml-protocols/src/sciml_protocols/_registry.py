@@ -215,8 +215,9 @@ def _discover(group: str, packages: Sequence[str] | None, kind: type) -> dict[st
     for entry in sorted(metadata.entry_points(group=group), key=lambda e: e.name):
         if wanted is not None and entry.name not in wanted:
             continue
-        factory = entry.load()
-        items = list(factory() if callable(factory) else factory)
+        factory: Any = entry.load()
+        produced: Any = factory() if callable(factory) else factory
+        items: list[Any] = list(produced)
         for item in items:
             if not isinstance(item, kind):
                 raise SciMLError(
@@ -308,5 +309,3 @@ def measure_time(
         timer = benchmark.Timer(stmt="fn()", globals={"fn": fn})
         return float(timer.blocked_autorange(min_run_time=min_run_time).median)
     return statistics.median(times)
-
-

@@ -96,7 +96,8 @@ def _short(value: object) -> str:
             return f"{value.item():.3g}"
         return f"Tensor(shape={tuple(value.shape)}, dtype={value.dtype})"
     if isinstance(value, tuple):
-        return "(" + ", ".join(_short(v) for v in value) + ")"  # pyright: ignore[reportUnknownVariableType]
+        items: tuple[object, ...] = value  # pyright: ignore[reportUnknownVariableType]
+        return "(" + ", ".join(_short(v) for v in items) + ")"
     if isinstance(value, float):
         return f"{value:.3g}"
     return repr(value)

@@ -145,7 +145,7 @@ def check_positive(name: str, value: float | torch.Tensor, *, strict: bool = Tru
             worst = float(value.min())
             raise SciMLInputError(name, f"every entry must be {word}, smallest is {worst}")
         return
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    if isinstance(value, bool) or not isinstance(value, int | float):  # pyright: ignore[reportUnnecessaryIsInstance]
         raise SciMLInputError(name, f"must be a real number, got {type(value).__name__}")
     if math.isnan(value) or (value <= 0 if strict else value < 0) or math.isinf(value):
         raise SciMLInputError(name, f"must be {word}, got {value}")
@@ -196,10 +196,10 @@ def check_in_choices(name: str, value: object, choices: Sequence[object]) -> Non
     """Raise unless ``value`` is one of ``choices``.
 
     Example:
-        >>> check_in_choices("backend", "cuda", ["auto", "torch", "triton"])
+        >>> check_in_choices("norm", "l3", ["l1", "l2"])
         Traceback (most recent call last):
         ...
-        sciml_protocols._errors.SciMLInputError: argument 'backend': must be one of 'auto', 'torch', 'triton'; got 'cuda'
+        sciml_protocols._errors.SciMLInputError: argument 'norm': must be one of 'l1', 'l2'; got 'l3'
     """
     if value not in choices:
         listed = ", ".join(repr(c) for c in choices)
