@@ -8,8 +8,8 @@ from typing import Any
 import torch
 from torch.autograd.gradcheck import GradcheckError
 
-from .._errors import SciMLInputError
-from .._validation import check_dtype, check_positive, check_tensor
+from sciml_protocols._errors import SciMLInputError
+from sciml_protocols._validation import check_dtype, check_positive, check_tensor
 
 __all__ = ["finite_difference_gradient", "gradcheck_float64"]
 
@@ -63,12 +63,15 @@ def gradcheck_float64(fn: Callable[..., Any], *inputs: object, gradgrad: bool = 
     """
     if "raise_exception" in kw:
         raise SciMLInputError("raise_exception", "is not accepted: gradcheck_float64 always raises on failure")
-    cast = tuple(_to_float64_leaf(value) for value in inputs)
+    # Any: torch annotates inputs as tensors only, but gradcheck passes non-tensor arguments through.
+    cast: tuple[Any, ...] = tuple(_to_float64_leaf(value) for value in inputs)
     if not any(isinstance(value, torch.Tensor) and value.requires_grad for value in cast):
         raise SciMLInputError("inputs", "need at least one floating-point tensor to differentiate with respect to")
-    name = getattr(fn, "__qualname__", None) or repr(fn)
-    if getattr(fn, "__self__", None) is not None and getattr(fn, "__name__", None) == "apply":
-        name = f"{getattr(fn.__self__, '__name__', '?')}.apply"
+    name: str = getattr(fn, "__qualname__", None) or repr(fn)
+    owner: object = getattr(fn, "__self__", None)
+    if isinstance(owner, type) and getattr(fn, "__name__", None) == "apply":
+        # autograd.Function.apply is a classmethod defined on the base class: name the subclass instead.
+        name = f"{owner.__name__}.apply"
     try:
         torch.autograd.gradcheck(fn, cast, raise_exception=True, **kw)
     except GradcheckError as err:
@@ -113,9 +116,8 @@ def finite_difference_gradient(
     """
     check_tensor("x", x)
     check_dtype("x", x, "floating")
-    if eps is None:
-        eps = torch.finfo(x.dtype).eps ** (1.0 / 3.0)
-    check_positive("eps", eps)
+    relative_step = torch.finfo(x.dtype).eps ** (1.0 / 3.0) if eps is None else eps
+    check_positive("eps", relative_step)
 
     def value_at(point: torch.Tensor) -> torch.Tensor:
         out = fn(point)
@@ -130,7 +132,7 @@ def finite_difference_gradient(
     with torch.no_grad():
         for i in range(flat.numel()):
             original = flat[i].item()
-            step = eps * max(1.0, abs(original))
+            step = relative_step * max(1.0, abs(original))
             flat[i] = original + step
             # The realised step is (x + h) - (x - h) in x's precision, not 2h: dividing by it removes the
             # representation error of the step itself.

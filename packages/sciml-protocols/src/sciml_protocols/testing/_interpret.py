@@ -11,7 +11,8 @@ from typing import Any
 
 import torch
 
-from .._errors import SciMLError, SciMLInputError
+from sciml_protocols._errors import SciMLError, SciMLInputError
+
 from ._tolerances import assert_close
 
 __all__ = ["assert_interpreter_parity", "interpreter_enabled"]
@@ -45,8 +46,8 @@ def _outputs(name: str, result: object, arguments: Sequence[object]) -> tuple[to
         return tuple(a for a in arguments if isinstance(a, torch.Tensor) and a.dtype.is_floating_point)
     if isinstance(result, torch.Tensor):
         return (result,)
-    if isinstance(result, tuple | list) and all(isinstance(r, torch.Tensor) for r in result):  # pyright: ignore[reportUnknownVariableType]
-        return tuple(result)  # pyright: ignore[reportUnknownArgumentType]
+    if isinstance(result, tuple | list) and all(isinstance(r, torch.Tensor) for r in result):
+        return tuple(result)
     raise AssertionError(f"{name} must return a tensor, a tuple of tensors or None, got {type(result).__name__}")
 
 
