@@ -33,7 +33,7 @@ class FakeDemo:
     contexts: list[DemoContext] = dataclasses.field(default_factory=list)
 
     def run(self, ctx: DemoContext) -> DemoResult:
-        from matplotlib.figure import Figure  # noqa: TID251 (lazy, like the real demos)
+        from matplotlib.figure import Figure  # lazy, like the real demos
 
         self.contexts.append(ctx)
         ctx.progress(0, 2, "setting up")
@@ -63,13 +63,14 @@ class FakeCase:
     peer: str = "numpy.linalg.solve"
     peer_installed: bool = True
     error: Exception | None = None
+    extra_metrics: dict[str, Any] = dataclasses.field(default_factory=dict)
     contexts: list[BenchContext] = dataclasses.field(default_factory=list)
 
     def run(self, ctx: BenchContext) -> BenchResult:
         self.contexts.append(ctx)
         if self.error is not None:
             raise self.error
-        ours = BenchMeasurement("sciml", 0.001, {"rel_error": 1e-12})
+        ours = BenchMeasurement("sciml", 0.001, {"rel_error": 1e-12, **self.extra_metrics})
         if not self.peer_installed:
             return BenchResult(self.name, "n=8", ours, None, note="numpy is not installed")
         peer = BenchMeasurement("numpy", 0.002, {"rel_error": 3e-12})

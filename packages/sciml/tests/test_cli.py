@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -227,6 +228,7 @@ def test_bench_table_and_json(registry: FakeRegistry, tmp_path: Path, capsys: py
     assert "rel_error=3e-12" in solve
     assert "missing" in nopeer
     assert "sciml-fake-a/solve-nopeer: peer numpy.linalg.solve missing: numpy is not installed" in out
+    assert "Accuracy in full" not in out  # nothing was cut
 
     ctx = registry.cases["sciml-fake-a"][0].contexts[0]
     assert (ctx.quick, ctx.min_run_time, ctx.device) == (True, _cli.QUICK_MIN_RUN_TIME, torch.device("cpu"))
@@ -243,6 +245,19 @@ def test_bench_table_and_json(registry: FakeRegistry, tmp_path: Path, capsys: py
     assert first["peer"]["time_s"] == 0.002
     assert first["error"] is None
     assert (second["peer"], second["speedup"], second["note"]) == (None, None, "numpy is not installed")
+
+
+def test_bench_long_accuracy_is_printed_in_full(registry: FakeRegistry, capsys: pytest.CaptureFixture[str]) -> None:
+    long = {"relative_difference_to_peer": 4.5e-16, "operator": "torch sparse CSR", "iterations": 193}
+    registry.cases["sciml-fake-a"] = [registry.case("solve", extra_metrics=long)]
+    assert main(["bench"]) == 0
+    out = capsys.readouterr().out
+    row = out.splitlines()[2]
+    assert "rel_error=1e-12, relative_differ" in row
+    assert "operator" not in row  # cut in the table ...
+    full = out.split("Accuracy in full:\n")[1]
+    assert "ours (sciml)  rel_error=1e-12, relative_difference_to_peer=4.5e-16, operator=torch sparse CSR" in full
+    assert "peer (numpy)  rel_error=3e-12" in full  # ... and given in full below it
 
 
 def test_bench_min_run_time_is_passed_on(registry: FakeRegistry) -> None:
@@ -262,6 +277,8 @@ def test_bench_case_that_raises_exits_1(
     assert "sciml-fake-a/explodes raised" in captured.err
     explodes, solve, _ = json.loads(path.read_text(encoding="utf-8"))["results"]
     assert "ValueError: bad size" in explodes["error"]
+    assert explodes.keys() == solve.keys()
+    assert (explodes["ours"], explodes["peer"], explodes["speedup"]) == (None, None, None)
     assert solve["error"] is None  # the other cases still ran
 
 
@@ -280,11 +297,11 @@ def test_info(registry: FakeRegistry, monkeypatch: pytest.MonkeyPatch, capsys: p
     assert main(["info"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("sciml 0.1.0\n")
+    for name, version in [("torch", torch.__version__), ("sciml", "0.1.0"), ("sciml-protocols", "0.1.0")]:
+        assert re.search(rf"^  {re.escape(name)} +{re.escape(version)}$", out, re.MULTILINE), name
     for needle in [
         "python ",
-        f"torch            {torch.__version__}",
         "numpy ",
-        "sciml-protocols  0.1.0",
         "CUDA available",
         "triton importable",
         "SCIML_DISABLE_TRITON  '1'",

@@ -173,6 +173,14 @@ def _safe_path_part(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "demo"
 
 
+def _format_error(error: BaseException) -> str:
+    """The traceback of ``error`` without its first frame, which is the CLI's own call into the demo or case."""
+    tb = error.__traceback__
+    if tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return "".join(traceback.format_exception(type(error), error, tb))
+
+
 def _last_line(trace: str) -> str:
     lines = [line for line in trace.strip().splitlines() if line.strip()]
     return lines[-1].strip() if lines else "unknown error"
@@ -197,16 +205,17 @@ class _ProgressBar:
     """A tqdm bar on stderr driven by a demo's ``progress(done, total, message)`` callback."""
 
     def __init__(self, description: str) -> None:
-        from tqdm import tqdm  # noqa: TID251 (lazy)
+        from tqdm import tqdm  # lazy
 
         self._bar = tqdm(desc=description, total=None, unit="step", file=sys.stderr, leave=True, dynamic_ncols=True)
 
     def __call__(self, done: int, total: int, message: str) -> None:
         if total > 0 and self._bar.total != total:
             self._bar.total = total
-        self._bar.n = max(0, min(done, total) if total > 0 else done)
+        done = max(0, min(done, total) if total > 0 else done)
         self._bar.set_postfix_str(message, refresh=False)
-        self._bar.refresh()
+        # update() redraws at most every tqdm.mininterval seconds, so a chatty demo does not flood the terminal.
+        self._bar.update(done - self._bar.n)
 
     def close(self, status: str) -> None:
         if status == "passed" and self._bar.total:
@@ -220,7 +229,7 @@ def _use_agg_backend() -> None:
     import os
 
     if not os.environ.get("MPLBACKEND"):
-        import matplotlib  # noqa: TID251 (lazy)
+        import matplotlib  # lazy
 
         matplotlib.use("Agg")
 
@@ -257,9 +266,9 @@ def _run_demo(
                 raise TypeError(f"demo {name!r} returned {type(result).__name__}, not a DemoResult")
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
-        except Exception:
+        except Exception as exc:
             result = None
-            error = traceback.format_exc()
+            error = _format_error(exc)
     seconds = time.perf_counter() - start
     _close_figures()
     status = "error" if result is None else ("passed" if result.passed else "failed")
@@ -375,7 +384,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _cmd_bench(args: argparse.Namespace) -> int:
     import torch
     from sciml_protocols import BenchContext, BenchResult
-    from tqdm import tqdm  # noqa: TID251 (lazy)
+    from tqdm import tqdm  # lazy
 
     device = _resolve_device(args.device)
     found, failed = _discover_safely(discover_benchmarks, BENCHMARK_GROUP, "benchmark cases", args.packages)
@@ -389,23 +398,20 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     with tqdm(total=n_cases, desc="bench", unit="case", file=sys.stderr, dynamic_ncols=True) as bar:
         for package in sorted(found.keys() | failed.keys()):
             if package in failed:
-                entries.append(
-                    {"package": package, "case": "(load)", "peer_library": "", "error": failed[package], "warnings": []}
-                )
+                entries.append(_bench_entry(package, "(load)", "", error=failed[package]))
                 continue
             for case in found[package]:
                 bar.set_postfix_str(f"{package}/{case.name}")
-                entry: dict[str, Any] = {"package": package, "case": case.name, "peer_library": case.peer}
+                entry = _bench_entry(package, case.name, case.peer)
                 torch.manual_seed(ctx.seed)
                 with _capture_warnings() as caught:
                     try:
                         result = case.run(ctx)
                         if not isinstance(result, BenchResult):
                             raise TypeError(f"case {case.name!r} returned {type(result).__name__}, not a BenchResult")
-                        entry.update(result.to_dict(), error=None)
-                        entry["case"] = case.name
-                    except Exception:
-                        entry["error"] = traceback.format_exc()
+                        entry.update(result.to_dict(), case=case.name)
+                    except Exception as exc:
+                        entry["error"] = _format_error(exc)
                 entry["warnings"] = caught
                 entries.append(entry)
                 bar.update(1)
@@ -416,10 +422,13 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         )
         return 1
     _write(_bench_table(entries))
+    accuracy = _bench_accuracy(entries)
+    if accuracy:
+        _write("\nAccuracy in full:\n" + "\n".join(accuracy))
     notes = _bench_notes(entries)
     if notes:
         _write("\nNotes:\n" + "\n".join(notes))
-    _write(f"\ndevice: {device} ({env.device_name(device)}); min run time {min_run_time:g} s per side")
+    _write(f"\ndevice {device}: {env.device_name(device)}; min run time {min_run_time:g} s per timing")
     if args.json is not None:
         report = {
             "sciml_version": env.distribution_version("sciml"),
@@ -443,6 +452,40 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 1 if errors else 0
 
 
+def _bench_entry(package: str, case: str, peer_library: str, error: str | None = None) -> dict[str, Any]:
+    # Every entry has every key (a case that raised has no measurements), so readers of the JSON need no guards.
+    return {
+        "package": package,
+        "case": case,
+        "peer_library": peer_library,
+        "size": None,
+        "ours": None,
+        "peer": None,
+        "speedup": None,
+        "note": "",
+        "error": error,
+        "warnings": [],
+    }
+
+
+_ACCURACY_WIDTH = 48
+
+
+def _bench_accuracy(entries: Sequence[Mapping[str, Any]]) -> list[str]:
+    """In full, the accuracy metrics that the table had to cut."""
+    lines: list[str] = []
+    for e in entries:
+        if e.get("error"):
+            continue
+        sides = [("ours", e["ours"]), ("peer", e["peer"])] if e["peer"] else [("ours", e["ours"])]
+        texts = [(f"{who} ({side['label']})", format_metrics(side["metrics"])) for who, side in sides]
+        if any(len(text) > _ACCURACY_WIDTH for _, text in texts):
+            width = max(len(who) for who, _ in texts)
+            lines.append(f"  {e['package']}/{e['case']}")
+            lines.extend(f"    {who.ljust(width)}  {text}" for who, text in texts)
+    return lines
+
+
 def _bench_table(entries: Sequence[Mapping[str, Any]]) -> str:
     rows: list[list[str]] = []
     for e in entries:
@@ -461,8 +504,8 @@ def _bench_table(entries: Sequence[Mapping[str, Any]]) -> str:
                 format_seconds(ours["time_s"]),
                 format_seconds(peer["time_s"]) if peer else "missing",
                 format_speedup(e["speedup"]),
-                format_metrics(ours["metrics"], width=50),
-                format_metrics(peer["metrics"], width=50) if peer else "-",
+                format_metrics(ours["metrics"], width=_ACCURACY_WIDTH),
+                format_metrics(peer["metrics"], width=_ACCURACY_WIDTH) if peer else "-",
             ]
         )
     headers = ["package", "case", "size", "peer", "ours", "peer time", "speedup", "our accuracy", "peer accuracy"]

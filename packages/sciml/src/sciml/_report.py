@@ -170,6 +170,9 @@ def write_demo_report(record: Mapping[str, Any], out_dir: Path) -> tuple[Path, P
 # --------------------------------------------------------------------------------------------------------- HTML
 
 
+_METRICS_BESIDE_SUMMARY = 8
+
+
 def _e(text: object) -> str:
     return html.escape(str(text), quote=True)
 
@@ -206,14 +209,19 @@ def _readable_date(timestamp: str) -> str:
     return f"{when:%Y-%m-%d %H:%M} {'UTC' if zone in ('UTC', 'UTC+00:00') else zone}".strip()
 
 
-def _metrics_table(metrics: Mapping[str, Any]) -> str:
+def _breakable(text: str) -> str:
+    # Long dotted names (scipy.sparse.linalg.spsolve) may wrap after a dot rather than mid-word.
+    return re.sub(r"(?<=[A-Za-z_])\.(?=[A-Za-z_])", ".<wbr>", _e(text))
+
+
+def _metrics_list(metrics: Mapping[str, Any]) -> str:
     if not metrics:
         return ""
     rows = "".join(
-        f'<tr><th scope="row">{_e(name)}</th><td>{_e(format_metric(value))}</td></tr>'
+        f'<div class="metric"><dt>{_e(name)}</dt><dd>{_breakable(format_metric(value))}</dd></div>'
         for name, value in metrics.items()
     )
-    return f'<table class="metrics"><caption>Metrics</caption><tbody>{rows}</tbody></table>'
+    return f'<div class="metrics"><h3>Metrics</h3><dl class="metric-list">{rows}</dl></div>'
 
 
 def _figures(figures: Sequence[str], out_dir: Path) -> str:
@@ -246,9 +254,12 @@ def _demo_section(demo: Mapping[str, Any], out_dir: Path) -> str:
         "</p>",
     ]
     summary = _paragraphs(str(demo.get("summary") or ""))
-    metrics = _metrics_table(demo.get("metrics") or {})
+    metric_values: Mapping[str, Any] = demo.get("metrics") or {}
+    metrics = _metrics_list(metric_values)
     if summary or metrics:
-        parts.append(f'<div class="demo-body"><div class="summary">{summary}</div>{metrics}</div>')
+        # A short metrics list sits beside the summary; a long one goes below it, in columns.
+        layout = "demo-body stacked" if len(metric_values) > _METRICS_BESIDE_SUMMARY else "demo-body"
+        parts.append(f'<div class="{layout}"><div class="summary">{summary}</div>{metrics}</div>')
     parts.append(_figures(demo.get("figures") or [], out_dir))
     warnings = demo.get("warnings") or []
     if warnings:
@@ -258,6 +269,14 @@ def _demo_section(demo: Mapping[str, Any], out_dir: Path) -> str:
         parts.append(f'<details class="error" open><summary>Error</summary><pre>{_e(demo["error"])}</pre></details>')
     parts.append("</section>")
     return "\n".join(parts)
+
+
+def _overview_key(demo: Mapping[str, Any]) -> str:
+    error = demo.get("error")
+    if error:
+        lines = [line for line in str(error).strip().splitlines() if line.strip()]
+        return f'<td class="key error-line">{_e(lines[-1][:120] if lines else "error")}</td>'
+    return f'<td class="key">{_e(format_metrics(demo.get("metrics") or {}, limit=3, width=80))}</td>'
 
 
 def _overview(demos: Sequence[Mapping[str, Any]]) -> str:
@@ -270,7 +289,7 @@ def _overview(demos: Sequence[Mapping[str, Any]]) -> str:
             f'<td><a href="#{_anchor(package, name)}">{_e(demo.get("title") or name)}</a></td>'
             f"<td><code>{_e(package)}</code></td>"
             f"<td>{_badge(status)}</td>"
-            f'<td class="key">{_e(format_metrics(demo.get("metrics") or {}, limit=3, width=80))}</td>'
+            f"{_overview_key(demo)}"
             f'<td class="num">{_e(format_seconds(demo.get("seconds")))}</td>'
             "</tr>"
         )
@@ -305,7 +324,6 @@ header.page h1 { margin: 0; font-size: 28px; letter-spacing: -0.01em; }
 header.page h1 span { color: var(--muted); font-weight: 400; }
 .meta { margin: 6px 0 0; color: var(--muted); display: flex; flex-wrap: wrap; gap: 6px 18px; font-size: 14px; }
 .meta b { color: var(--text); font-weight: 600; }
-.overall { font-size: 15px; padding: 6px 14px; }
 .card { background: var(--card); border: 1px solid var(--border); border-radius: 12px; padding: 22px 26px;
   margin: 0 0 20px; box-shadow: 0 1px 2px rgba(16, 24, 40, 0.04), 0 1px 8px rgba(16, 24, 40, 0.04); }
 .card h2 { margin: 0; font-size: 20px; line-height: 1.3; }
@@ -319,6 +337,8 @@ table { border-collapse: collapse; font-variant-numeric: tabular-nums; }
   font-weight: 600; }
 .overview-table tbody tr:last-child td { border-bottom: 0; }
 .overview-table td.key { color: var(--muted); font-size: 13px; }
+.overview-table td.key.error-line { color: var(--fail-fg); }
+.overview-table code { white-space: nowrap; }
 th.num, td.num { text-align: right !important; white-space: nowrap; }
 a { color: var(--accent); text-decoration: none; }
 a:hover { text-decoration: underline; }
@@ -326,26 +346,32 @@ code { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; fo
   background: var(--code-bg); padding: 1px 6px; border-radius: 4px; }
 .badge { display: inline-block; border-radius: 999px; padding: 2px 10px; font-size: 12px; font-weight: 600;
   letter-spacing: 0.02em; text-transform: uppercase; white-space: nowrap; }
+.badge.overall { font-size: 14px; padding: 6px 16px; }
 .badge-passed { background: var(--pass-bg); color: var(--pass-fg); }
 .badge-failed, .badge-error { background: var(--fail-bg); color: var(--fail-fg); }
 .demo-head { display: flex; align-items: center; justify-content: space-between; gap: 12px; }
 .demo-sub { margin: 6px 0 14px; color: var(--muted); font-size: 14px; }
 .demo-sub .sep { margin: 0 4px; }
 .demo-sub .dot { margin: 0 8px; }
-.demo-body { display: grid; grid-template-columns: minmax(0, 1fr) auto; gap: 24px; align-items: start; }
-.summary p { margin: 0 0 10px; max-width: 68ch; }
-table.metrics { min-width: 260px; font-size: 14px; }
-table.metrics caption { text-align: left; font-size: 12px; text-transform: uppercase; letter-spacing: 0.04em;
-  color: var(--muted); font-weight: 600; padding-bottom: 6px; }
-table.metrics th, table.metrics td { padding: 5px 10px; border-bottom: 1px solid var(--border); }
-table.metrics th { text-align: left; font-weight: 500; color: var(--muted); }
-table.metrics td { text-align: right; font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace;
-  font-size: 13px; }
-table.metrics tr:nth-child(even) { background: #fafbfc; }
-.figures { display: grid; grid-template-columns: repeat(auto-fit, minmax(min(100%, 440px), 1fr)); gap: 18px;
+.demo-body { display: grid; grid-template-columns: minmax(0, 1fr) minmax(260px, auto); gap: 28px;
+  align-items: start; }
+.demo-body.stacked { grid-template-columns: minmax(0, 1fr); gap: 8px; }
+.summary p { margin: 0 0 10px; max-width: 75ch; }
+.metrics h3 { margin: 0 0 6px; font-size: 12px; text-transform: uppercase; letter-spacing: 0.04em;
+  color: var(--muted); font-weight: 600; }
+.metric-list { margin: 0; font-size: 14px; }
+.stacked .metric-list { columns: 3 250px; column-gap: 32px; }
+.metric { display: flex; justify-content: space-between; align-items: baseline; gap: 18px; padding: 5px 2px;
+  border-bottom: 1px solid var(--border); break-inside: avoid; }
+.metric dt { flex: 0 0 auto; max-width: 65%; color: var(--muted); overflow-wrap: break-word; }
+.metric dd { margin: 0; min-width: 0; text-align: right; font-variant-numeric: tabular-nums; overflow-wrap: break-word;
+  font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; font-size: 13px; }
+/* Figures keep their natural size (capped at the card's width) and sit side by side when they fit. */
+.figures { display: flex; flex-wrap: wrap; justify-content: center; align-items: flex-start; gap: 18px;
   margin-top: 18px; }
-figure { margin: 0; border: 1px solid var(--border); border-radius: 8px; padding: 10px; background: #fff; }
-figure img { display: block; width: 100%; height: auto; }
+figure { margin: 0; flex: 0 1 auto; max-width: 100%; border: 1px solid var(--border); border-radius: 8px;
+  padding: 10px; background: #fff; }
+figure img { display: block; max-width: 100%; height: auto; margin: 0 auto; }
 figcaption { margin-top: 6px; font-size: 12px; color: var(--muted); text-align: center; }
 figure.missing div { padding: 40px; text-align: center; color: var(--fail-fg); }
 .warnings { margin-top: 16px; padding: 10px 14px; border-radius: 8px; background: #fff8e6; color: #7a5b00;
@@ -367,7 +393,6 @@ table.versions th { font-weight: 500; color: var(--text); }
   :root { --bg: #14171c; --card: #1c2027; --text: #e4e7ec; --muted: #98a1b2; --border: #2c323c;
     --accent: #8ea6ff; --pass-bg: #17351f; --pass-fg: #8fd9a4; --fail-bg: #3d1a1a; --fail-fg: #ff9d9d;
     --code-bg: #262b34; }
-  table.metrics tr:nth-child(even) { background: #20252d; }
   details.error { background: #2a1c1c; border-color: #5a2c2c; }
   .warnings { background: #2d2614; color: #f0d58a; }
 }
