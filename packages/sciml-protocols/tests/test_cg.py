@@ -7,14 +7,14 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from sciml_protocols import SciMLInputError
-from sciml_protocols._cg import cg, jacobi_preconditioner
-from sciml_protocols._linear_operator import (
+from sciml_protocols import (
     DenseOperator,
     DiagonalOperator,
     FunctionOperator,
     KroneckerOperator,
+    SciMLInputError,
+    cg,
+    jacobi_preconditioner,
 )
 
 DTYPES = [torch.float32, torch.float64]
@@ -64,7 +64,10 @@ def test_matches_direct_solve_on_batched_spd_systems(dtype: torch.dtype, precond
     # ||x - x*|| / ||x*|| <= kappa ||r|| / ||b||, with room for rounding in float32
     assert relative_error(sol.value.double(), exact) <= 5 * condition * rtol
     true_residual = torch.linalg.vector_norm(b.double() - (a.double() @ sol.value.double()[..., None])[..., 0], dim=-1)
-    torch.testing.assert_close(sol.residual.double(), true_residual, rtol=1e-3, atol=1e-6)
+    # the reported residual is recomputed in the working precision, so float32 rounding shows in it
+    torch.testing.assert_close(
+        sol.residual.double(), true_residual, rtol=0.1 if dtype == torch.float32 else 1e-6, atol=1e-12
+    )
     assert torch.all(sol.stats["relative_residual"] <= 10 * rtol)
     assert torch.equal(sol.stats["converged_per_system"], torch.ones(3, dtype=torch.bool))
     assert not bool(sol.stats["breakdown_per_system"].any())
@@ -283,7 +286,9 @@ def test_matrix_free_operators_and_jacobi_from_a_diagonal() -> None:
 def test_jacobi_preconditioner() -> None:
     a = torch.tensor([[4.0, 1.0], [1.0, 100.0]])
     assert torch.equal(jacobi_preconditioner(a).diag, torch.tensor([0.25, 0.01]))
-    assert torch.equal(jacobi_preconditioner(DiagonalOperator(torch.tensor([2.0, 4.0]))).diag, torch.tensor([0.5, 0.25]))
+    assert torch.equal(
+        jacobi_preconditioner(DiagonalOperator(torch.tensor([2.0, 4.0]))).diag, torch.tensor([0.5, 0.25])
+    )
     with pytest.raises(SciMLInputError, match="positive") as info:
         jacobi_preconditioner(torch.diag(torch.tensor([1.0, -1.0])))
     assert info.value.argument == "a"

@@ -2,15 +2,15 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from sciml_protocols import SciMLError, SciMLInputError
-from sciml_protocols._linear_operator import (
+from sciml_protocols import (
     AbstractLinearOperator,
     DenseOperator,
     DiagonalOperator,
     FunctionOperator,
     KroneckerOperator,
     LinearOperator,
+    SciMLError,
+    SciMLInputError,
     aslinearoperator,
 )
 
@@ -64,9 +64,7 @@ def test_batched_dense_operator_broadcasts_against_vectors(dtype: torch.dtype) -
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_function_operator_matches_its_matrix(dtype: torch.dtype) -> None:
     matrix = random(4, 6, dtype=dtype)
-    op = FunctionOperator(
-        lambda x: x @ matrix.T, (4, 6), dtype=dtype, device="cpu", rmatvec=lambda y: y @ matrix
-    )
+    op = FunctionOperator(lambda x: x @ matrix.T, (4, 6), dtype=dtype, device="cpu", rmatvec=lambda y: y @ matrix)
     x = random(7, 6, dtype=dtype, seed=1)
     torch.testing.assert_close(op @ x, x @ matrix.T, **tolerance(dtype))
     torch.testing.assert_close(op.to_dense(), matrix, **tolerance(dtype))

@@ -15,6 +15,8 @@ from importlib.metadata import version as _version
 from ._backend import BACKENDS as BACKENDS
 from ._backend import resolve_backend as resolve_backend
 from ._backend import triton_available as triton_available
+from ._cg import cg as cg
+from ._cg import jacobi_preconditioner as jacobi_preconditioner
 from ._errors import BackendFallbackWarning as BackendFallbackWarning
 from ._errors import ConvergenceWarning as ConvergenceWarning
 from ._errors import SciMLError as SciMLError
@@ -23,6 +25,13 @@ from ._kernels import GaussianKernel as GaussianKernel
 from ._kernels import Kernel as Kernel
 from ._kernels import LaplaceKernel as LaplaceKernel
 from ._kernels import RandomFourierFeatures as RandomFourierFeatures
+from ._linear_operator import AbstractLinearOperator as AbstractLinearOperator
+from ._linear_operator import DenseOperator as DenseOperator
+from ._linear_operator import DiagonalOperator as DiagonalOperator
+from ._linear_operator import FunctionOperator as FunctionOperator
+from ._linear_operator import KroneckerOperator as KroneckerOperator
+from ._linear_operator import LinearOperator as LinearOperator
+from ._linear_operator import aslinearoperator as aslinearoperator
 from ._optimality import FixedPointCondition as FixedPointCondition
 from ._optimality import OptimalityCondition as OptimalityCondition
 from ._optimality import RootCondition as RootCondition
@@ -70,6 +79,16 @@ __all__ = [
     "check_nonempty",
     "check_same_device",
     "check_in_choices",
+    # linear operators and conjugate gradient
+    "LinearOperator",
+    "AbstractLinearOperator",
+    "DenseOperator",
+    "FunctionOperator",
+    "DiagonalOperator",
+    "KroneckerOperator",
+    "aslinearoperator",
+    "cg",
+    "jacobi_preconditioner",
     # optimality conditions
     "OptimalityCondition",
     "RootCondition",

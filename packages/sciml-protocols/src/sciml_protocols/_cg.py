@@ -8,7 +8,7 @@ from collections.abc import Callable
 import torch
 
 from ._errors import SciMLError, SciMLInputError
-from ._linear_operator import DiagonalOperator, LinearOperator, _diagonal_of, aslinearoperator
+from ._linear_operator import DiagonalOperator, LinearOperator, aslinearoperator, operator_diagonal
 from ._solution import Solution
 from ._validation import check_dtype, check_finite, check_nonempty, check_positive, check_tensor
 
@@ -174,50 +174,68 @@ def cg(
     active = ~converged & (breakdown == _NO_BREAKDOWN)
     z = apply_m(r)
     rz = torch.linalg.vecdot(r, z)
-    breakdown = torch.where(active & ~(rz > 0), _PRECONDITIONER_NOT_POSITIVE, breakdown)
-    active &= rz > 0
-    p = z.clone()
+    usable = (rz > 0) & (rz < math.inf)  # NaN fails both
+    breakdown = torch.where(active & ~usable, _PRECONDITIONER_NOT_POSITIVE, breakdown)
+    active &= usable
+    # Invariant: every system that is not active has a finite search direction, so its update x + 0 * p is exact.
+    p = torch.where(active.unsqueeze(-1), z, 0.0)
     n_iter_per_system = torch.zeros(batch, dtype=torch.int64, device=device)
     history = [r_norm] if record_history else []
-    one = torch.ones((), dtype=dtype, device=device)
+    x_previous, r_previous = x, r
+    repair = torch.zeros(batch, dtype=torch.bool, device=device)
 
     iteration = 0
-    while iteration < max_iter and bool(active.any()):
+    while True:
+        # One host synchronisation per iteration: whether to go on, and whether the last one broke a system.
+        go_on, broke = torch.stack((active.any(), repair.any())).tolist()
+        if broke:
+            # A system that broke down in the last iteration gets its last finite iterate back, and a zero
+            # direction (its p may hold inf or NaN), restoring the invariant above.
+            x = torch.where(repair.unsqueeze(-1), x_previous, x)
+            r = torch.where(repair.unsqueeze(-1), r_previous, r)
+            p = torch.where(repair.unsqueeze(-1), 0.0, p)
+        if not go_on or iteration >= max_iter:
+            break
         iteration += 1
         ap = apply_a(p)
         pap = torch.linalg.vecdot(p, ap)
-        bad_curvature = active & ~(pap > 0)  # also catches NaN
+        alpha = rz / pap
+        curvature_ok = (pap > 0) & (pap < math.inf) & (alpha < math.inf)
+        bad_curvature = active & ~curvature_ok
         breakdown = torch.where(bad_curvature, _OPERATOR_NOT_POSITIVE, breakdown)
-        active &= ~bad_curvature
-        alpha = torch.where(active, rz / torch.where(active, pap, one), 0.0)
-        x_next = x + alpha.unsqueeze(-1) * p
-        r_next = r - alpha.unsqueeze(-1) * ap
-        r_norm_next = torch.linalg.vector_norm(r_next, dim=-1)
-        overflow = active & ~torch.isfinite(r_norm_next)
+        active &= curvature_ok
+        alpha = torch.where(active, alpha, 0.0).unsqueeze(-1)
+        x_previous, r_previous = x, r
+        x = torch.addcmul(x, alpha, p)
+        r = torch.addcmul(r, alpha, ap, value=-1)
+        if precond is None:
+            z, rz_next = r, torch.linalg.vecdot(r, r)
+            r_norm_next = rz_next.sqrt()
+        else:
+            z = apply_m(r)
+            rz_next = torch.linalg.vecdot(r, z)
+            r_norm_next = torch.linalg.vector_norm(r, dim=-1)
+        overflow = active & ~(r_norm_next < math.inf)
         breakdown = torch.where(overflow, _NOT_FINITE, breakdown)
         active &= ~overflow
-        keep = active.unsqueeze(-1)
-        x = torch.where(keep, x_next, x)
-        r = torch.where(keep, r_next, r)
+        repair = bad_curvature | overflow
         r_norm = torch.where(active, r_norm_next, r_norm)
-        n_iter_per_system += active.to(torch.int64)
+        n_iter_per_system += active
         if record_history:
             history.append(r_norm)
         newly_converged = active & (r_norm <= tolerance)
         converged |= newly_converged
         active &= ~newly_converged
-        z = apply_m(r)
-        rz_next = torch.linalg.vecdot(r, z)
-        bad_preconditioner = active & ~(rz_next > 0)
-        breakdown = torch.where(bad_preconditioner, _PRECONDITIONER_NOT_POSITIVE, breakdown)
-        active &= ~bad_preconditioner
-        beta = torch.where(active, rz_next / torch.where(active, rz, one), 0.0)
-        # Frozen systems keep a finite search direction (alpha is 0 for them) so no NaN can leak into x.
-        p = torch.where(active.unsqueeze(-1), z + beta.unsqueeze(-1) * p, p)
-        rz = torch.where(active, rz_next, rz)
+        if precond is not None:  # without one, r^T r > 0 for every system that has not converged
+            bad_preconditioner = active & ~((rz_next > 0) & (rz_next < math.inf))
+            breakdown = torch.where(bad_preconditioner, _PRECONDITIONER_NOT_POSITIVE, breakdown)
+            active &= ~bad_preconditioner
+        beta = torch.where(active, rz_next / rz, 0.0).unsqueeze(-1)
+        p = torch.where(active.unsqueeze(-1), torch.addcmul(z, beta, p), p)
+        rz = rz_next
 
     true_residual = torch.linalg.vector_norm(rhs - apply_a(x), dim=-1)
-    relative_residual = torch.where(zero_rhs, 0.0, true_residual / torch.where(zero_rhs, one, b_norm))
+    relative_residual = torch.where(zero_rhs, 0.0, true_residual / torch.where(zero_rhs, 1.0, b_norm))
     all_converged = bool(converged.all())
     # The last loop pass may have updated no system (a breakdown found there), so count updates, not passes.
     n_iter = int(n_iter_per_system.max())
@@ -266,7 +284,7 @@ def jacobi_preconditioner(a: LinearOperator | torch.Tensor) -> DiagonalOperator:
     op = aslinearoperator(a, name="a")
     _check_square_operator("a", op)
     try:
-        diagonal = _diagonal_of(op, "a")
+        diagonal = operator_diagonal(op, "a")
     except SciMLInputError:
         raise
     except SciMLError as err:  # an adapter without a cheap diagonal says so

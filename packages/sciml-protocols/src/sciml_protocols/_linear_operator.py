@@ -44,6 +44,10 @@ class LinearOperator(Protocol):
         >>> op = DenseOperator(torch.eye(3))
         >>> isinstance(op, LinearOperator), op.shape
         (True, (3, 3))
+
+    Reference:
+        The interface follows ``scipy.sparse.linalg.LinearOperator`` (``shape``, ``dtype``, ``matvec``,
+        ``rmatvec``), with ``device`` added and batching on the leading dimensions.
     """
 
     @property
@@ -173,7 +177,7 @@ class AbstractLinearOperator(abc.ABC):
         return self.matvec(x)
 
     @property
-    def T(self) -> AbstractLinearOperator:  # noqa: N802  (the matrix convention)
+    def T(self) -> AbstractLinearOperator:
         """The adjoint (transpose) operator, shape ``(m, n)``; needs :attr:`has_rmatvec`."""
         return self.adjoint()
 
@@ -193,7 +197,7 @@ class AbstractLinearOperator(abc.ABC):
         Returns:
             Shape ``(*batch_shape, n, m)``. Costs ``m`` matvecs' worth of work: meant for small operators and tests.
         """
-        n, m = self._shape
+        m = self._shape[1]
         eye = torch.eye(m, dtype=self._dtype, device=self._device)
         columns = self.matvec(eye.reshape(m, *([1] * len(self._batch_shape)), m))  # (m, *batch, n)
         return columns.movedim(0, -1)
@@ -476,7 +480,7 @@ class KroneckerOperator(AbstractLinearOperator):
     def diagonal(self) -> torch.Tensor:
         r""":math:`\mathrm{diag}(A) \otimes \mathrm{diag}(B)` when both factors are square and have a diagonal."""
         _require_square(self)
-        left, right = _diagonal_of(self.a, "a"), _diagonal_of(self.b, "b")
+        left, right = operator_diagonal(self.a, "a"), operator_diagonal(self.b, "b")
         return torch.kron(left, right)
 
 
@@ -500,7 +504,7 @@ def aslinearoperator(obj: LinearOperator | torch.Tensor, *, name: str = "obj") -
         >>> aslinearoperator([[1.0]])
         Traceback (most recent call last):
         ...
-        sciml_protocols._errors.SciMLInputError: argument 'obj': expected a torch.Tensor matrix or a LinearOperator (shape, dtype, device, matvec, @), got list
+        sciml_protocols._errors.SciMLInputError: argument 'obj': expected a matrix tensor or a LinearOperator, got list
     """
     if isinstance(obj, torch.Tensor):
         if obj.ndim < 2:
@@ -511,11 +515,7 @@ def aslinearoperator(obj: LinearOperator | torch.Tensor, *, name: str = "obj") -
             raise SciMLInputError(name, err.problem) from None
     if isinstance(obj, LinearOperator):  # pyright: ignore[reportUnnecessaryIsInstance]
         return obj
-    raise SciMLInputError(
-        name,
-        f"expected a torch.Tensor matrix or a LinearOperator (shape, dtype, device, matvec, @), "
-        f"got {type(obj).__name__}",
-    )
+    raise SciMLInputError(name, f"expected a matrix tensor or a LinearOperator, got {type(obj).__name__}")
 
 
 def _check_operator_shape(name: str, shape: Sequence[int]) -> tuple[int, int]:
@@ -557,7 +557,7 @@ def _has_rmatvec(op: LinearOperator) -> bool:
     return callable(getattr(op, "rmatvec", None))
 
 
-def _diagonal_of(op: LinearOperator, name: str) -> torch.Tensor:
+def operator_diagonal(op: LinearOperator, name: str) -> torch.Tensor:
     method = getattr(op, "diagonal", None)
     if not callable(method):
         raise SciMLInputError(name, f"{type(op).__name__} has no diagonal() method")
