@@ -119,8 +119,6 @@ def interpret(session: nox.Session, package: str) -> None:
         str(Path("packages") / package / "tests"),
         "-m",
         "interpret",
-        "-p",
-        "no:doctest",
         *session.posargs,
         env={"TRITON_INTERPRET": "1"},
     )

@@ -46,8 +46,24 @@ class ConvergenceWarning(UserWarning):
 
     Solvers report convergence in their :class:`~sciml_protocols.Solution`; this warning is what
     :meth:`~sciml_protocols.Solution.check` emits when asked to warn.
+
+    Example:
+        >>> import warnings
+        >>> with warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter("always")
+        ...     warnings.warn("cap reached", ConvergenceWarning)
+        >>> caught[0].category.__name__
+        'ConvergenceWarning'
     """
 
 
 class BackendFallbackWarning(UserWarning):
-    """``backend="auto"`` wanted the Triton kernel for CUDA tensors but fell back to the PyTorch reference."""
+    """``backend="auto"`` wanted the Triton kernel for CUDA tensors but fell back to the PyTorch reference.
+
+    Emitted once per reason by :func:`~sciml_protocols.resolve_backend` (for example when ``SCIML_DISABLE_TRITON``
+    is set); silence it with ``warnings.filterwarnings("ignore", category=BackendFallbackWarning)``.
+
+    Example:
+        >>> issubclass(BackendFallbackWarning, UserWarning)
+        True
+    """

@@ -21,6 +21,10 @@ class Kernel(Protocol):
     ``(..., n, d)`` and ``y`` of shape ``(..., m, d)`` (``y=None`` means ``y = x``); ``kernel.diag(x)`` is
     ``k(x_i, x_i)`` of shape ``(..., n)`` without forming the matrix. Kernels with an explicit (random) feature map
     also offer ``random_features``; see :class:`GaussianKernel`.
+
+    Example:
+        >>> isinstance(GaussianKernel(), Kernel), isinstance(LaplaceKernel(), Kernel)
+        (True, True)
     """
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
@@ -90,11 +94,21 @@ class RandomFourierFeatures:
 
     Reference:
         Rahimi & Recht, "Random Features for Large-Scale Kernel Machines", NeurIPS 2007.
+
+    Example:
+        >>> phi = RandomFourierFeatures(torch.tensor([[1.0, 0.0]]), variance=1.0)
+        >>> phi(torch.tensor([[0.0, 5.0]]))  # sqrt(1/1) * [cos(0), sin(0)]
+        tensor([[1., 0.]])
     """
 
     def __init__(self, frequencies: torch.Tensor, variance: torch.Tensor | float) -> None:
+        check_tensor("frequencies", frequencies)
+        check_dtype("frequencies", frequencies)
+        if frequencies.dim() != 2 or frequencies.shape[0] == 0:
+            raise SciMLInputError("frequencies", f"expected shape (D, d) with D >= 1, got {tuple(frequencies.shape)}")
+        check_finite("frequencies", frequencies)
         self.frequencies = frequencies
-        self.variance = variance
+        self.variance = _as_parameter("variance", variance)
 
     @property
     def num_features(self) -> int:

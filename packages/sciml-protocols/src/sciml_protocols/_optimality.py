@@ -38,6 +38,11 @@ class OptimalityCondition(Protocol):
 
     Attributes:
         kind: ``"root"`` or ``"fixed_point"``.
+
+    Example:
+        >>> cond = FixedPointCondition(lambda z, theta: 0.5 * z + theta)
+        >>> isinstance(cond, OptimalityCondition), cond.kind
+        (True, 'fixed_point')
     """
 
     @property

@@ -55,6 +55,12 @@ class DemoContext:
         quick: run the smallest problems that still show the point (CI and first contact use this).
         seed: seed for every random draw of the demo.
         progress: callback ``progress(done, total, message)``; the CLI draws it as a progress bar.
+
+    Example:
+        >>> from pathlib import Path
+        >>> ctx = DemoContext(out_dir=Path("report"), quick=True)
+        >>> ctx.figure_path("residuals")
+        PosixPath('report/residuals.png')
     """
 
     out_dir: Path
@@ -80,6 +86,11 @@ class DemoResult:
         metrics: named numbers (or short strings) for the results table.
         figures: PNG files written under :attr:`DemoContext.out_dir`.
         passed: whether the demo's own correctness checks held (for example: the solution matches a direct solve).
+
+    Example:
+        >>> result = DemoResult(title="CG on Poisson", summary="...", metrics={"iterations": 84})
+        >>> result.metrics["iterations"], result.passed
+        (84, True)
     """
 
     title: str
@@ -89,6 +100,8 @@ class DemoResult:
     passed: bool = True
 
     def __post_init__(self) -> None:
+        if not self.title:
+            raise SciMLInputError("title", "must be a non-empty string")
         object.__setattr__(self, "metrics", _freeze(self.metrics))
         object.__setattr__(self, "figures", tuple(Path(f) for f in self.figures))
 
@@ -103,6 +116,14 @@ class Demo(Protocol):
 
         [project.entry-points."sciml.demos"]
         sciml-ot = "sciml_ot.demo:demos"
+
+    Example:
+        >>> class Hello:
+        ...     name = "hello"
+        ...     def run(self, ctx):
+        ...         return DemoResult(title="Hello", summary="nothing to see")
+        >>> isinstance(Hello(), Demo)
+        True
     """
 
     @property
@@ -124,6 +145,10 @@ class BenchContext:
         quick: smaller sizes and shorter timing (tests use this).
         seed: seed for the inputs.
         min_run_time: seconds of repeated runs per timing (see :func:`measure_time`).
+
+    Example:
+        >>> BenchContext(quick=True).device
+        device(type='cpu')
     """
 
     device: torch.device = dataclasses.field(default_factory=lambda: torch.device("cpu"))
@@ -134,13 +159,21 @@ class BenchContext:
 
 @dataclasses.dataclass(frozen=True)
 class BenchMeasurement:
-    """One side of a comparison: who ran, how long one call took (median seconds) and how accurate it was."""
+    """One side of a comparison: who ran, how long one call took (median seconds) and how accurate it was.
+
+    Example:
+        >>> BenchMeasurement("scipy", 0.25, {"relative_residual": 1e-9}).time_s
+        0.25
+    """
 
     label: str
     time_s: float
     metrics: Mapping[str, Metric] = dataclasses.field(default_factory=lambda: _freeze({}))
 
     def __post_init__(self) -> None:
+        if not self.label:
+            raise SciMLInputError("label", "must be a non-empty string")
+        check_positive("time_s", self.time_s, strict=False)
         object.__setattr__(self, "metrics", _freeze(self.metrics))
 
 
@@ -154,6 +187,11 @@ class BenchResult:
         ours: our measurement.
         peer: the peer's measurement, or None when the peer is not installed or does not support the device.
         note: why the peer is missing, or anything a reader must know to read the numbers.
+
+    Example:
+        >>> r = BenchResult("cg", "n=4096", BenchMeasurement("sciml", 0.5), BenchMeasurement("scipy", 1.0))
+        >>> r.speedup
+        2.0
     """
 
     case: str
@@ -192,6 +230,14 @@ class BenchmarkCase(Protocol):
     """One side-by-side comparison against a named peer, run by ``sciml bench``.
 
     Exposed through the entry-point group ``sciml.benchmarks`` exactly as demos are (see :class:`Demo`).
+
+    Example:
+        >>> class Sum:
+        ...     name, peer = "sum", "numpy.sum"
+        ...     def run(self, ctx):
+        ...         return BenchResult("sum", "n=1", BenchMeasurement("sciml", 1e-6))
+        >>> isinstance(Sum(), BenchmarkCase)
+        True
     """
 
     @property
@@ -287,6 +333,8 @@ def measure_time(
         >>> 0 < t < 1
         True
     """
+    if not callable(fn):
+        raise SciMLInputError("fn", f"must be callable, got {type(fn).__name__}")
     check_positive("min_run_time", min_run_time)
     dev = torch.device(device)
     for _ in range(warmup):
