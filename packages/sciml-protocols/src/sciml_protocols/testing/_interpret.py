@@ -59,6 +59,7 @@ def assert_interpreter_parity(
     max_elements: int = 10_000,
     rtol: float | None = None,
     atol: float | None = None,
+    equal_nan: bool = False,
 ) -> None:
     """Run a Triton kernel launcher and its PyTorch reference on the same CPU inputs and compare the results.
 
@@ -81,6 +82,7 @@ def assert_interpreter_parity(
         max_elements: largest number of elements allowed in one input tensor.
         rtol: relative tolerance, default from the table per dtype.
         atol: absolute tolerance, default from the table per dtype.
+        equal_nan: treat NaN in the same place of both outputs as equal (kernels that propagate NaN input).
 
     Raises:
         SciMLInputError: for bfloat16 or non-floating entries in ``dtypes``, an input tensor off the CPU or
@@ -140,4 +142,4 @@ def assert_interpreter_parity(
             context = f"kernel vs reference, dtype {dtype}, output {index}"
             if actual.dtype != expected.dtype:
                 raise AssertionError(f"{context}: kernel returned {actual.dtype}, the reference {expected.dtype}")
-            assert_close(actual, expected, rtol=rtol, atol=atol, msg=context)
+            assert_close(actual, expected, rtol=rtol, atol=atol, equal_nan=equal_nan, msg=context)

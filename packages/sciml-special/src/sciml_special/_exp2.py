@@ -1,0 +1,277 @@
+r"""``exp2`` in float32 from programs discovered by evolution (AutoNumerics-Zero), on CPU and GPU.
+
+Range reduction. With :math:`n = \lfloor x \rfloor` and :math:`f = x - n \in [0, 1)`,
+
+.. math:: 2^x = 2^n \, 2^f \approx 2^n \, p(f),
+
+where :math:`p` is the evolved straight-line program :data:`EXP2_PROGRAM` (fitted on :math:`[0, 1]`). Details that
+keep the error below one float32 ULP over the whole float32 range:
+
+* :math:`f = x - n` is exact for every float32 :math:`x` except those in :math:`(-1/2, 0)`: there :math:`f = 1 + x`
+  needs more bits than float32 has, and the rounding of :math:`f` alone costs up to 0.35 ULP, which on top of the
+  error of :math:`p` near :math:`f = 1` would break the one-ULP bound (a first-order correction
+  :math:`\operatorname{fma}(p, \delta \ln 2, p)` costs a rounding of its own, 0.5 ULP, and does no better). So
+  for :math:`x \in (-1/2, 0)` the reduction is :math:`n = 0, f = x` and a second evolved program
+  :data:`EXP2_NEGATIVE_PROGRAM`, :math:`q(x) \approx 2^x` on :math:`[-1/2, 0]`, is used instead. Both programs
+  are evaluated and one is selected (branch-free on the GPU).
+* :math:`2^n` is applied as two exact powers of two, :math:`2^{\lfloor n/2 \rfloor}` then
+  :math:`2^{n - \lfloor n/2 \rfloor}`, built from their exponent bits: the first product is exact and the second
+  rounds once, so subnormal results (:math:`-150 < x < -126`) are correctly scaled, with an error of at most
+  :math:`1/2 + e_p/2` ULP.
+* :math:`x \ge 128` gives ``inf`` (:math:`2^{128}` overflows float32), :math:`x < -150` gives 0 (below half the
+  smallest subnormal), ``-inf`` gives 0, ``inf`` gives ``inf`` and NaN propagates.
+
+The programs have the structure and constants the search found (see the provenance notes below);
+``benchmarks/exhaustive_exp2.py`` checks every float32 of :math:`[0, 1)` and of :math:`[-1, 0)` against a float64
+oracle.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import torch
+from sciml_protocols import SciMLInputError, check_tensor, measure_time, resolve_backend
+
+from ._evolve._float32 import ulp_error
+from ._evolve._program import Program
+
+__all__ = ["EXP2_NEGATIVE_PROGRAM", "EXP2_PROGRAM", "benchmark_exp2_evolved", "exp2_evolved", "exp2_evolved_numpy"]
+
+# Provenance: benchmarks/evolve_exp2.py --part positive (the recorded configuration and log are in that script).
+# PLACEHOLDER, replaced by the search result.
+_EXP2_SPEC = (
+    ("fma", 0, 0.00021875013771932572, 0.0012381479609757662),
+    ("fma", 0, 1, 0.009686280973255634),
+    ("fma", 0, 2, 0.05547882989048958),
+    ("fma", 0, 3, 0.24023115634918213),
+    ("fma", 0, 4, 0.693146824836731),
+    ("fma", 0, 5, 1.0),
+)
+
+# Provenance: benchmarks/evolve_exp2.py --part negative.
+# PLACEHOLDER, replaced by the search result.
+_EXP2_NEGATIVE_SPEC = (
+    ("fma", 0, 0.0011222758330404758, 0.00950187910348177),
+    ("fma", 0, 1, 0.05547362193465233),
+    ("fma", 0, 2, 0.2402227520942688),
+    ("fma", 0, 3, 0.6931470036506653),
+    ("fma", 0, 4, 1.0),
+)
+
+EXP2_PROGRAM: Program = Program.from_spec(_EXP2_SPEC)
+"""The evolved program :math:`p(f) \\approx 2^f` on :math:`[0, 1]`: the main part of :func:`exp2_evolved`."""
+
+EXP2_NEGATIVE_PROGRAM: Program = Program.from_spec(_EXP2_NEGATIVE_SPEC)
+"""The evolved program :math:`q(x) \\approx 2^x` on :math:`[-1/2, 0]`, used where :math:`x - \\lfloor x \\rfloor` is
+inexact."""
+
+_LN2 = float(np.float32(math.log(2.0)))
+# Inputs are clamped to [-151, 128 - 2^-17] before the reduction (the largest float32 below 128), so that no
+# intermediate overflows (and no NaN reaches the integer conversion); the final selects restore inf, 0 and NaN.
+_BELOW_128 = 128.0 - 2.0**-17
+_CORE = EXP2_PROGRAM.to_torch()
+_CORE_NEGATIVE = EXP2_NEGATIVE_PROGRAM.to_torch()
+_SUPPORTED = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def exp2_evolved_numpy(x: npt.ArrayLike) -> npt.NDArray[np.float32]:
+    """Numpy emulation of :func:`exp2_evolved`, bit for bit (float32 in, float32 out).
+
+    This is what ``benchmarks/exhaustive_exp2.py`` runs over every float32 of the reduced domain; the torch path is
+    tested to agree with it bit for bit.
+
+    Example:
+        >>> exp2_evolved_numpy([0.0, 1.0, -1.0, 10.0, 128.0, -150.0, np.nan]).tolist()
+        [1.0, 2.0, 0.5, 1024.0, inf, 0.0, nan]
+    """
+    values = np.asarray(x, dtype=np.float32)
+    with np.errstate(all="ignore"):
+        clamped = np.clip(values, np.float32(-151.0), np.float32(_BELOW_128))
+        small_negative = (values > -0.5) & (values < 0)
+        n = np.where(small_negative, np.float32(0.0), np.floor(clamped))
+        f = clamped - n
+        p = np.empty_like(f)
+        p[small_negative] = EXP2_NEGATIVE_PROGRAM.evaluate(f[small_negative])
+        p[~small_negative] = EXP2_PROGRAM.evaluate(f[~small_negative])
+        whole = np.nan_to_num(n).astype(np.int32)
+        half = whole >> 1
+        scale_1 = ((half + 127) << 23).view(np.float32)
+        scale_2 = ((whole - half + 127) << 23).view(np.float32)
+        y = (p * scale_1) * scale_2
+        y = np.where(values >= 128, np.float32(np.inf), y)
+        y = np.where(values < -150, np.float32(0.0), y)
+        y = np.where(np.isnan(values), values, y)
+    return np.asarray(y, dtype=np.float32)
+
+
+def _exp2_reference(x: torch.Tensor) -> torch.Tensor:
+    """The PyTorch reference of :func:`exp2_evolved` for a float32 tensor (any device)."""
+    clamped = x.clamp(-151.0, _BELOW_128)
+    small_negative = (x > -0.5) & (x < 0)
+    n = torch.where(small_negative, 0.0, torch.floor(clamped))
+    f = clamped - n
+    if bool(small_negative.any()):  # each program only where it is used (the GPU kernel selects branch-free)
+        p = torch.empty_like(f)
+        p[small_negative] = _CORE_NEGATIVE(f[small_negative])
+        p[~small_negative] = _CORE(f[~small_negative])
+    else:
+        p = _CORE(f)
+    whole = n.nan_to_num().to(torch.int32)
+    half = torch.div(whole, 2, rounding_mode="floor")
+    scale_1 = ((half + 127) << 23).view(torch.float32)
+    scale_2 = ((whole - half + 127) << 23).view(torch.float32)
+    y = (p * scale_1) * scale_2
+    y = torch.where(x >= 128, math.inf, y)
+    y = torch.where(x < -150, 0.0, y)
+    return torch.where(torch.isnan(x), x, y)
+
+
+def _exp2_forward(x: torch.Tensor, use_triton: bool) -> torch.Tensor:
+    if use_triton:
+        from ._kernels.exp2 import exp2_evolved_triton  # lazy: importing sciml_special never imports triton
+
+        return exp2_evolved_triton(x)
+    return _exp2_reference(x)
+
+
+@torch.library.custom_op("sciml_special::exp2_evolved", mutates_args=())
+def _exp2_op(x: torch.Tensor, use_triton: bool) -> torch.Tensor:
+    return _exp2_forward(x, use_triton)
+
+
+@_exp2_op.register_fake
+def _exp2_fake(x: torch.Tensor, use_triton: bool) -> torch.Tensor:
+    return torch.empty_like(x)
+
+
+def _exp2_setup_context(ctx: Any, inputs: tuple[Any, ...], output: torch.Tensor) -> None:
+    ctx.save_for_backward(output)
+
+
+def _exp2_backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+    (output,) = ctx.saved_tensors
+    return grad * output * _LN2, None
+
+
+_exp2_op.register_autograd(_exp2_backward, setup_context=_exp2_setup_context)
+
+
+def exp2_evolved(x: torch.Tensor, *, backend: str = "auto") -> torch.Tensor:
+    r"""Base-2 exponential :math:`2^x` in float32 with less than one ULP of error, from an evolved program.
+
+    .. math:: 2^x = 2^{\lfloor x \rfloor} \, p(x - \lfloor x \rfloor),
+
+    with :math:`p` the straight-line program of FMAs found by :func:`~sciml_special.evolve` (AutoNumerics-Zero) and
+    exact, subnormal-safe scaling by :math:`2^{\lfloor x \rfloor}`; inputs in :math:`(-1/2, 0)` use a second
+    evolved program directly, because :math:`x - \lfloor x \rfloor` is inexact there (see the module notes). The
+    maximum error over every float32 of the reduced domain :math:`[0, 1)` (and of :math:`[-1, 0)`) is below one
+    float32 ULP against a float64 oracle (checked exhaustively by ``benchmarks/exhaustive_exp2.py``). Special
+    values: ``exp2(0) = 1``, ``x >= 128 -> inf``, ``x < -150 -> 0`` (subnormal results in between), ``-inf -> 0``,
+    ``inf -> inf``, NaN propagates.
+
+    Differentiable: :math:`\frac{d}{dx} 2^x = 2^x \ln 2` (registered as a ``torch.library`` custom op, so it
+    also works under ``torch.compile``).
+
+    Args:
+        x: tensor of any shape, float32 (float16 and bfloat16 are computed in float32 and rounded back). float64 is
+            refused: this is a float32 approximation, use :func:`torch.exp2` for float64.
+        backend: ``"auto"`` (Triton for CUDA tensors when available, else PyTorch), ``"torch"`` or ``"triton"``
+            (CUDA tensors, or CPU tensors under ``TRITON_INTERPRET=1``); see
+            :func:`sciml_protocols.resolve_backend`.
+
+    Returns:
+        :math:`2^x`, same shape, dtype and device as ``x``.
+
+    Raises:
+        SciMLInputError: for a non-tensor, a float64 / integer / complex tensor or a bad backend.
+
+    Example:
+        >>> exp2_evolved(torch.tensor([0.0, 0.5, 10.0, -149.0, 128.0, float("nan")]))
+        tensor([1.0000e+00, 1.4142e+00, 1.0240e+03, 1.4013e-45,        inf,        nan])
+
+    References:
+        E. Real et al., "AutoNumerics-Zero: Automated Discovery of State-of-the-Art Mathematical Functions",
+        arXiv:2312.08472 (2023).
+    """
+    check_tensor("x", x)
+    if x.dtype == torch.float64:
+        raise SciMLInputError(
+            "x",
+            "is float64, but exp2_evolved is a float32 approximation (< 1 float32 ULP); use torch.exp2 for float64, "
+            "or pass x.float() to get float32 results",
+        )
+    if x.dtype not in _SUPPORTED:
+        raise SciMLInputError("x", f"must be float32, float16 or bfloat16, got {x.dtype}")
+    chosen = resolve_backend(backend, x)
+    single = x if x.dtype == torch.float32 else x.to(torch.float32)
+    if single.requires_grad or torch.compiler.is_compiling():
+        y = _exp2_op(single, chosen == "triton")
+    else:
+        # Same kernels without the operator's dispatch: its first call loads torch's tracing machinery (seconds).
+        y = _exp2_forward(single, chosen == "triton")
+    return y if x.dtype == torch.float32 else y.to(x.dtype)
+
+
+def benchmark_exp2_evolved(
+    *,
+    device: str | torch.device = "cpu",
+    sizes: tuple[int, ...] = (1 << 16, 1 << 20, 1 << 24),
+    min_run_time: float = 0.5,
+    seed: int = 0,
+) -> list[dict[str, Any]]:
+    """Time :func:`exp2_evolved` against :func:`torch.exp2` (same float32 inputs, same process) and compare accuracy.
+
+    On CUDA both backends of ``exp2_evolved`` run (the Triton kernel when triton imports, and the PyTorch
+    reference); on CPU the PyTorch reference. Inputs are uniform in ``[-100, 100]``; the accuracy of both functions
+    is measured in float32 ULPs against ``torch.exp2`` in float64. Times come from
+    :func:`sciml_protocols.measure_time` (CUDA events on GPU).
+
+    Args:
+        device: where to run.
+        sizes: numbers of elements.
+        min_run_time: seconds spent timing each case.
+        seed: seed of the inputs.
+
+    Returns:
+        One record per (size, implementation): ``n``, ``implementation`` (``"torch.exp2"``,
+        ``"exp2_evolved[torch]"``, ``"exp2_evolved[triton]"``), ``seconds`` (median), ``elements_per_second``,
+        ``speedup_vs_torch_exp2`` and ``max_ulp``.
+
+    Example:
+        >>> rows = benchmark_exp2_evolved(sizes=(1000,), min_run_time=0.01)
+        >>> [r["implementation"] for r in rows], all(r["max_ulp"] < 1 for r in rows)
+        (['torch.exp2', 'exp2_evolved[torch]'], True)
+    """
+    dev = torch.device(device)
+    if not sizes or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in sizes):
+        raise SciMLInputError("sizes", f"must be positive ints, got {sizes!r}")
+    generator = torch.Generator().manual_seed(seed)
+    implementations: list[tuple[str, Any]] = [("torch.exp2", torch.exp2)]
+    implementations.append(("exp2_evolved[torch]", lambda t: exp2_evolved(t, backend="torch")))
+    if dev.type == "cuda" and resolve_backend("auto", torch.empty(0, device=dev)) == "triton":
+        implementations.append(("exp2_evolved[triton]", lambda t: exp2_evolved(t, backend="triton")))
+    rows: list[dict[str, Any]] = []
+    for n in sizes:
+        x = (torch.rand(n, generator=generator, dtype=torch.float32) * 200 - 100).to(dev)
+        exact = torch.exp2(x.double()).cpu().numpy()
+        baseline = None
+        for name, function in implementations:
+            seconds = measure_time(lambda f=function, x=x: f(x), device=dev, min_run_time=min_run_time)
+            baseline = seconds if baseline is None else baseline
+            error = ulp_error(function(x).cpu().numpy(), exact)
+            rows.append(
+                {
+                    "n": n,
+                    "implementation": name,
+                    "device": str(dev),
+                    "seconds": seconds,
+                    "elements_per_second": n / seconds,
+                    "speedup_vs_torch_exp2": baseline / seconds,
+                    "max_ulp": float(error.max()),
+                }
+            )
+    return rows
