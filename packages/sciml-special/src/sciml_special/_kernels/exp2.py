@@ -23,11 +23,11 @@ _BLOCK = 1024
 # BEGIN GENERATED: EXP2_PROGRAM.to_triton_source("_exp2_reduced")
 @triton.jit
 def _exp2_reduced(x):
-    v1 = tl.fma(x, 0.00021875013771932572, 0.0012381479609757662)
-    v2 = tl.fma(x, v1, 0.009686280973255634)
-    v3 = tl.fma(x, v2, 0.05547882989048958)
-    v4 = tl.fma(x, v3, 0.24023115634918213)
-    v5 = tl.fma(x, v4, 0.693146824836731)
+    v1 = tl.fma(0.00021870933414902538, x, 0.0012390364427119493)
+    v2 = tl.fma(v1, x, 0.00968419760465622)
+    v3 = tl.fma(v2, x, 0.0554807148873806)
+    v4 = tl.fma(v3, x, 0.24023039638996124)
+    v5 = tl.fma(x, v4, 0.6931469440460205)
     v6 = tl.fma(x, v5, 1.0)
     return v6
 # END GENERATED
@@ -36,10 +36,10 @@ def _exp2_reduced(x):
 # BEGIN GENERATED: EXP2_NEGATIVE_PROGRAM.to_triton_source("_exp2_negative")
 @triton.jit
 def _exp2_negative(x):
-    v1 = tl.fma(x, 0.0011222758330404758, 0.00950187910348177)
-    v2 = tl.fma(x, v1, 0.05547362193465233)
-    v3 = tl.fma(x, v2, 0.2402227520942688)
-    v4 = tl.fma(x, v3, 0.6931470036506653)
+    v1 = tl.fma(x, 0.0011224054032936692, 0.009503216482698917)
+    v2 = tl.fma(x, v1, 0.05547493323683739)
+    v3 = tl.fma(v2, x, 0.2402232140302658)
+    v4 = tl.fma(x, v3, 0.6931470632553101)
     v5 = tl.fma(x, v4, 1.0)
     return v5
 # END GENERATED
