@@ -488,6 +488,16 @@ def test_search_is_reproducible_and_executor_independent():
     assert summary(other_seed) != summary(in_process)
 
 
+@pytest.mark.slow
+def test_local_process_pool_gives_the_in_process_result():
+    small = {**_TINY, "generations": 2}
+    in_process = evolve(np.exp2, (0.0, 1.0), seed=3, **small)
+    pooled = evolve(np.exp2, (0.0, 1.0), seed=3, executor="process", **small)
+    assert [(c.program.to_spec(), c.train_ulp) for c in pooled.value] == [
+        (c.program.to_spec(), c.train_ulp) for c in in_process.value
+    ]
+
+
 def test_search_with_progress_bar(capsys):
     pytest.importorskip("tqdm")
     result = evolve(np.exp2, (0.0, 1.0), seed=0, progress=True, **{**_TINY, "generations": 1})

@@ -123,18 +123,27 @@ def exp2_evolved_numpy(x: npt.ArrayLike) -> npt.NDArray[np.float32]:
     return np.asarray(y, dtype=np.float32)
 
 
+_CPU_CHUNK = 1 << 17  # elements per block on CPU: the float64 temporaries of a block stay in cache
+
+
 def _exp2_reference(x: torch.Tensor) -> torch.Tensor:
     """The PyTorch reference of :func:`exp2_evolved` for a float32 tensor (any device)."""
+    if x.device.type == "cpu" and x.numel() > _CPU_CHUNK:
+        flat = x.reshape(-1)
+        return torch.cat([_exp2_block(block) for block in flat.split(_CPU_CHUNK)]).reshape(x.shape)
+    return _exp2_block(x)
+
+
+def _exp2_block(x: torch.Tensor) -> torch.Tensor:
     clamped = x.clamp(-151.0, _BELOW_128)
     small_negative = (x > -0.5) & (x < 0)
     n = torch.where(small_negative, 0.0, torch.floor(clamped))
     f = clamped - n
-    if bool(small_negative.any()):  # each program only where it is used (the GPU kernel selects branch-free)
-        p = torch.empty_like(f)
-        p[small_negative] = _CORE_NEGATIVE(f[small_negative])
-        p[~small_negative] = _CORE(f[~small_negative])
-    else:
-        p = _CORE(f)
+    p = _CORE(f)
+    where = small_negative.reshape(-1).nonzero().squeeze(1)
+    if where.numel() > 0:  # the second program only where it is used (the GPU kernel selects branch-free)
+        shape = p.shape
+        p = p.reshape(-1).index_copy(0, where, _CORE_NEGATIVE(f.reshape(-1).index_select(0, where))).reshape(shape)
     whole = n.nan_to_num().to(torch.int32)
     half = torch.div(whole, 2, rounding_mode="floor")
     scale_1 = ((half + 127) << 23).view(torch.float32)

@@ -119,9 +119,10 @@ def fma_float32_torch(a: torch.Tensor | float, b: torch.Tensor | float, c: torch
     total = a64 * b64 + c64
     result = total.to(torch.float32)
     suspects = ((total.view(torch.int64) & _LOW_29_BITS) == _HALFWAY) | (total.abs() < _SMALLEST_NORMAL)
-    if bool(suspects.any()):
+    where = suspects.reshape(-1).nonzero().squeeze(1)
+    if where.numel() > 0:
         shape = result.shape
-        a64, b64, c64 = (v.expand(shape)[suspects] for v in (a64, b64, c64))
+        a64, b64, c64 = (v.expand(shape).reshape(-1).index_select(0, where) for v in (a64, b64, c64))
         product = a64 * b64
         total = product + c64
         virtual_c = total - product
@@ -129,7 +130,8 @@ def fma_float32_torch(a: torch.Tensor | float, b: torch.Tensor | float, c: torch
         bits = total.view(torch.int64)
         inexact_even = (error != 0) & torch.isfinite(error) & ((bits & 1) == 0)
         step = torch.where((error > 0) == (total > 0), 1, -1)
-        result[suspects] = torch.where(inexact_even, bits + step, bits).view(torch.float64).to(torch.float32)
+        fixed = torch.where(inexact_even, bits + step, bits).view(torch.float64).to(torch.float32)
+        result = result.reshape(-1).index_copy(0, where, fixed).reshape(shape)
     return result
 
 
