@@ -138,7 +138,11 @@ def test_cuda_matches_reference(kind, scaled, dtype):
     pytest.importorskip("triton")
     v, x = inputs(n=200_000, seed=1)
     want = _reference(kind, v.to(dtype), x.to(dtype), scaled).double()
-    got = PUBLIC[(kind, scaled)](v.to(dtype).cuda(), x.to(dtype).cuda(), backend="triton").double().cpu()
+    got = (
+        PUBLIC[(kind, scaled)](v.to(dtype=dtype, device="cuda"), x.to(dtype=dtype, device="cuda"), backend="triton")
+        .double()
+        .cpu()
+    )
     tol = TOLERANCE[dtype]
     scale = want.abs() if kind == "iv_ratio" else want.abs().clamp(min=1)
     err = torch.where(got == want, torch.zeros_like(want), (got - want).abs() / scale)
@@ -166,7 +170,7 @@ def test_cuda_gradients_and_half_precision():
 @pytest.mark.gpu
 def test_cuda_torch_backend_and_compile():
     v, x = inputs(n=1000, seed=2)
-    v, x = v.cuda(), x.cuda()
+    v, x = v.to("cuda"), x.to("cuda")
     assert_close(log_kv(v, x, backend="torch"), log_kv(v, x, backend="triton"), rtol=1e-13, atol=1e-13)
     compiled = torch.compile(lambda a, b: log_iv(a, b, validate=False).sum(), fullgraph=True)
     assert_close(compiled(v, x), log_iv(v, x).sum(), rtol=1e-12, atol=1e-10)

@@ -228,7 +228,7 @@ def test_triton_backend_dispatch_under_the_interpreter():
 def test_triton_on_cuda_matches_the_reference_bitwise():
     x = torch.from_numpy(
         np.random.default_rng(4).integers(0, 2**32, 1 << 22, dtype=np.uint64).astype(np.uint32).view(np.float32)
-    ).cuda()
+    ).to("cuda")
     triton_result = exp2_evolved(x, backend="triton")
     reference = exp2_evolved(x, backend="torch")
     assert torch.equal(triton_result.view(torch.int32), reference.view(torch.int32))
