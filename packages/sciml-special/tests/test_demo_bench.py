@@ -3,7 +3,7 @@ import math
 import pytest
 from sciml_protocols import BenchContext, BenchmarkCase, Demo, DemoContext
 from sciml_special.bench import cases
-from sciml_special.demo import LogBesselDemo, VonMisesFisherFitDemo, _mpmath_log_k, demos
+from sciml_special.demo import EvolvedExp2Demo, LogBesselDemo, VonMisesFisherFitDemo, _mpmath_log_k, demos
 
 
 def test_entry_points_give_protocol_objects():
@@ -37,12 +37,27 @@ def test_vmf_demo_quick(tmp_path):
     assert result.figures[0].is_file()
 
 
+@pytest.mark.slow
+def test_evolved_exp2_demo_quick(tmp_path):
+    result = EvolvedExp2Demo().run(DemoContext(out_dir=tmp_path, quick=True))
+    assert result.passed, result.metrics
+    # the short search still builds a front that improves with every operation it spends
+    front = [float(part.split(": ")[1]) for part in result.metrics["front (ops: validation max ULP)"].split(", ")]
+    assert front == sorted(front, reverse=True)
+    assert front[-1] < 1e4
+    assert result.metrics["[0, 1) exp2_evolved max ULP"] < 1.0
+    assert result.figures[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 @pytest.mark.parametrize("case", cases(), ids=lambda c: c.name)
 def test_bench_cases_quick(case):
     result = case.run(BenchContext(quick=True, min_run_time=0.01))
     assert result.ours.time_s > 0
     assert result.peer is not None
-    if case.name in ("log_iv", "log_kv"):
+    if case.name == "exp2_evolved":
+        assert result.ours.metrics["max_ulp"] < 1.0
+        assert result.peer.metrics["max_ulp"] < 1.0
+    elif case.name in ("log_iv", "log_kv"):
         assert result.ours.metrics["finite"]
         assert result.ours.metrics["max_rel_difference_to_scipy"] < 1e-11
     else:

@@ -1,4 +1,7 @@
-"""``sciml bench sciml-special``: log-Bessel functions against scipy.special, vMF fitting against scipy.stats."""
+"""``sciml bench sciml-special``: log-Bessel, vMF fitting and evolved ``exp2`` against their peers.
+
+log I_v and log K_v against scipy.special, the vMF fit against scipy.stats, ``exp2_evolved`` against ``torch.exp2``.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ import numpy as np
 import torch
 from sciml_protocols import BenchContext, BenchMeasurement, BenchResult, measure_time
 
-__all__ = ["LogBesselBenchmark", "VonMisesFisherFitBenchmark", "cases"]
+__all__ = ["EvolvedExp2Benchmark", "LogBesselBenchmark", "VonMisesFisherFitBenchmark", "cases"]
 
 
 def _points(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -149,11 +152,46 @@ class VonMisesFisherFitBenchmark:
         )
 
 
+@dataclasses.dataclass(frozen=True)
+class EvolvedExp2Benchmark:
+    """``exp2_evolved`` (evolved 6-FMA program with range reduction) against ``torch.exp2`` on float32 inputs.
+
+    Same inputs (uniform in [-100, 100]), same device, same process; on CUDA ours is the Triton kernel. Both are
+    scored in float32 ULPs against ``torch.exp2`` in float64.
+    """
+
+    name: str = "exp2_evolved"
+    peer: str = "torch.exp2"
+
+    def run(self, ctx: BenchContext) -> BenchResult:
+        """Time both functions on the same float32 tensor and report their maximum ULP errors."""
+        from ._evolve._float32 import ulp_error
+        from ._exp2 import exp2_evolved
+
+        n = 1 << (20 if ctx.quick else 24)
+        generator = torch.Generator().manual_seed(ctx.seed)
+        x = (torch.rand(n, generator=generator) * 200.0 - 100.0).to(ctx.device)
+        exact = torch.exp2(x.double()).cpu().numpy()
+        measured = {}
+        for label, function in (("ours", exp2_evolved), ("peer", torch.exp2)):
+            seconds = measure_time(lambda f=function: f(x), device=ctx.device, min_run_time=ctx.min_run_time)
+            error = ulp_error(function(x).cpu().numpy(), exact)
+            measured[label] = (seconds, {"max_ulp": float(error.max()), "elements_per_s": n / seconds})
+        backend = "Triton kernel" if ctx.device.type == "cuda" else "PyTorch reference"
+        return BenchResult(
+            self.name,
+            f"{n:,} float32 values uniform in [-100, 100]",
+            BenchMeasurement(f"sciml_special.exp2_evolved ({backend})", *measured["ours"]),
+            BenchMeasurement("torch.exp2", *measured["peer"]),
+            note="errors against torch.exp2 in float64; exhaustive accuracy in benchmarks/exhaustive_exp2.py",
+        )
+
+
 def cases() -> list[Any]:
     """The benchmark cases of sciml-special (entry point ``sciml.benchmarks``).
 
     Example:
         >>> [c.name for c in cases()]
-        ['log_iv', 'log_kv', 'vmf_fit']
+        ['log_iv', 'log_kv', 'vmf_fit', 'exp2_evolved']
     """
-    return [LogBesselBenchmark("I"), LogBesselBenchmark("K"), VonMisesFisherFitBenchmark()]
+    return [LogBesselBenchmark("I"), LogBesselBenchmark("K"), VonMisesFisherFitBenchmark(), EvolvedExp2Benchmark()]
