@@ -21,15 +21,19 @@ from importlib.metadata import version as _version
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from . import testing as testing
     from ._adadagrad import AdAdaGrad as AdAdaGrad
     from ._adadagrad import AdAdaGradNorm as AdAdaGradNorm
     from ._adadagrad import AdaptiveBatchSampler as AdaptiveBatchSampler
     from ._adadagrad import BatchSizeController as BatchSizeController
+    from ._adadagrad import BatchSizeDecision as BatchSizeDecision
     from ._adamp import SGDP as SGDP
     from ._adamp import AdamP as AdamP
     from ._auglag import adasketch_newton as adasketch_newton
     from ._auglag import sketch_and_project as sketch_and_project
     from ._batch_lr import CurvatureLRLearner as CurvatureLRLearner
+    from ._batch_lr import SpectrumEstimate as SpectrumEstimate
+    from ._batch_lr import hessian_vector_product as hessian_vector_product
     from ._batch_lr import scale_learning_rate as scale_learning_rate
     from ._batch_lr import stochastic_lanczos_quadrature as stochastic_lanczos_quadrature
     from ._halpern import halpern as halpern
@@ -38,6 +42,8 @@ if TYPE_CHECKING:
     from ._online import OptimisticOMD as OptimisticOMD
     from ._online import RegretTracker as RegretTracker
     from ._sso import SSO as SSO
+    from ._sso import SSOStepResult as SSOStepResult
+    from ._sso import surrogate_loss as surrogate_loss
 
 # public name -> private module that defines it
 _EXPORTS: dict[str, str] = {
@@ -49,9 +55,12 @@ _EXPORTS: dict[str, str] = {
     "AdAdaGrad": "._adadagrad",
     "AdAdaGradNorm": "._adadagrad",
     "BatchSizeController": "._adadagrad",
+    "BatchSizeDecision": "._adadagrad",
     "AdaptiveBatchSampler": "._adadagrad",
     # target-based surrogates
     "SSO": "._sso",
+    "SSOStepResult": "._sso",
+    "surrogate_loss": "._sso",
     # online learning
     "OptimisticOMD": "._online",
     "RegretTracker": "._online",
@@ -65,11 +74,38 @@ _EXPORTS: dict[str, str] = {
     "stochastic_lanczos_quadrature": "._batch_lr",
     "scale_learning_rate": "._batch_lr",
     "CurvatureLRLearner": "._batch_lr",
+    "SpectrumEstimate": "._batch_lr",
+    "hessian_vector_product": "._batch_lr",
 }
 
 __version__: str = _version("sciml-optim")
 
-__all__ = ["__version__", "testing", *_EXPORTS]
+__all__ = [
+    "__version__",
+    "testing",
+    "Lion",
+    "AdamP",
+    "SGDP",
+    "AdAdaGrad",
+    "AdAdaGradNorm",
+    "BatchSizeController",
+    "BatchSizeDecision",
+    "AdaptiveBatchSampler",
+    "SSO",
+    "SSOStepResult",
+    "surrogate_loss",
+    "OptimisticOMD",
+    "RegretTracker",
+    "halpern",
+    "vr_halpern",
+    "adasketch_newton",
+    "sketch_and_project",
+    "stochastic_lanczos_quadrature",
+    "scale_learning_rate",
+    "CurvatureLRLearner",
+    "SpectrumEstimate",
+    "hessian_vector_product",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -2,7 +2,7 @@
 
 - Carmon-Duchi-Hinder-Sidford zero-chain hard instances (deterministic, randomly rotated, stochastic oracle);
 - Hock-Schittkowski HS6 and HS7 and equality-constrained quadratic programs (known optima);
-- bilinear games and other monotone operators with closed-form solutions.
+- bilinear games and cocoercive finite sums (monotone operators with closed-form solutions).
 
 Example:
     >>> from sciml_optim import testing
@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from ._constrained import HS7 as HS7
     from ._constrained import EqualityQP as EqualityQP
     from ._games import BilinearGame as BilinearGame
+    from ._games import CocoerciveFiniteSum as CocoerciveFiniteSum
     from ._zero_chain import RotatedZeroChain as RotatedZeroChain
     from ._zero_chain import StochasticZeroChain as StochasticZeroChain
     from ._zero_chain import ZeroChain as ZeroChain
@@ -32,9 +33,19 @@ _EXPORTS: dict[str, str] = {
     "HS7": "._constrained",
     "EqualityQP": "._constrained",
     "BilinearGame": "._games",
+    "CocoerciveFiniteSum": "._games",
 }
 
-__all__ = list(_EXPORTS)
+__all__ = [
+    "ZeroChain",
+    "RotatedZeroChain",
+    "StochasticZeroChain",
+    "HS6",
+    "HS7",
+    "EqualityQP",
+    "BilinearGame",
+    "CocoerciveFiniteSum",
+]
 
 
 def __getattr__(name: str) -> Any:
