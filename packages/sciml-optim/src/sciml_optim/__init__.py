@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from ._batch_lr import stochastic_lanczos_quadrature as stochastic_lanczos_quadrature
     from ._halpern import halpern as halpern
     from ._halpern import vr_halpern as vr_halpern
+    from ._halpern import vr_halpern_monotone as vr_halpern_monotone
     from ._lion import Lion as Lion
     from ._online import OptimisticOMD as OptimisticOMD
     from ._online import RegretTracker as RegretTracker
@@ -67,6 +68,7 @@ _EXPORTS: dict[str, str] = {
     # monotone inclusions
     "halpern": "._halpern",
     "vr_halpern": "._halpern",
+    "vr_halpern_monotone": "._halpern",
     # equality-constrained optimization
     "adasketch_newton": "._auglag",
     "sketch_and_project": "._auglag",
@@ -98,6 +100,7 @@ __all__ = [
     "RegretTracker",
     "halpern",
     "vr_halpern",
+    "vr_halpern_monotone",
     "adasketch_newton",
     "sketch_and_project",
     "stochastic_lanczos_quadrature",
