@@ -13,9 +13,11 @@ import scipy.stats
 import torch
 from sciml_protocols import SciMLInputError
 from sciml_protocols.testing import assert_close
+from sciml_special import iv_ratio
 from sciml_special._vmf import (
     HypersphericalUniform,
     VonMisesFisher,
+    _iv_ratio_scalar,
     fit_vmf,
     unit_sphere,
     vmf_kappa_mle,
@@ -375,6 +377,41 @@ def test_kappa_mle_bad_inputs(kwargs, argument):
     assert info.value.argument == argument
 
 
+@pytest.mark.parametrize("d", [2, 3, 64, 2048, 32768])
+def test_scalar_ratio_matches_iv_ratio(d):
+    # the float path of the small solves against the tensor iv_ratio: dense in kappa, plus the region switches
+    v = 0.5 * d - 1.0
+    switches = [30.0 * (1 - 1e-12), 30.0, 30.0 * (1 + 1e-12), v * v / 2 * (1 - 1e-12), v * v / 2 * (1 + 1e-12)]
+    kappa = torch.cat([torch.logspace(-3, 6, 1501, dtype=F64), torch.tensor(switches, dtype=F64).clamp(1e-3, 1e6)])
+    expected = iv_ratio(torch.full_like(kappa, v), kappa)
+    got = torch.tensor([_iv_ratio_scalar(v, k) for k in kappa.tolist()], dtype=F64)
+    assert_close(got, expected, rtol=1e-15, atol=0)
+
+
+@pytest.mark.parametrize("d", [2, 3, 64, 2048, 32768])
+def test_kappa_mle_small_solve_matches_batched(d):
+    # up to 16 entries are solved in Python floats, larger batches with tensors: same roots, same iteration counts
+    r = torch.cat([torch.tensor([0.0, 1e-10, 1 - 1e-8], dtype=F64), torch.linspace(1e-3, 0.999, 61, dtype=F64)])
+    batched = vmf_kappa_mle(d, r)
+    for chunk in range(0, r.numel(), 16):
+        small = vmf_kappa_mle(d, r[chunk : chunk + 16])
+        assert small.converged
+        assert_close(small.value, batched.value[chunk : chunk + 16], rtol=4e-15, atol=0)
+        assert torch.equal(small.stats["iterations"], batched.stats["iterations"][chunk : chunk + 16])
+    single = vmf_kappa_mle(d, torch.tensor(0.4, dtype=F64))
+    assert single.value.shape == ()
+    assert single.stats["iterations"].dtype == torch.int64
+
+
+def test_kappa_mle_tiny_mean_resultant_length():
+    # A_d(k) ~ k / d; the bisection midpoint sqrt(low) sqrt(high) must not underflow (low * high does below 1e-160)
+    for d in (64, 2048):
+        for r in (torch.tensor([1e-300, 1e-200], dtype=F64), torch.full((20,), 1e-300, dtype=F64)):
+            solution = vmf_kappa_mle(d, r)
+            assert solution.converged
+            assert_close(solution.value, d * r, rtol=1e-12, atol=0)
+
+
 # ------------------------------------------------------------------------------------------- fit_vmf
 
 
@@ -387,6 +424,21 @@ def test_fit_weighted_equals_repeated():
     assert_close(weighted.value[0], repeated.value[0], rtol=1e-13, atol=1e-14)
     assert_close(weighted.value[1], repeated.value[1], rtol=1e-12, atol=0)
     assert weighted.stats["debiased_concentration"] is None
+
+
+def test_fit_float32_and_batched_weights_match_float64():
+    torch.manual_seed(4)
+    x = VonMisesFisher(random_directions((3,), 5, seed=4), torch.tensor([2.0, 20.0, 200.0], dtype=F64)).sample((40,))
+    x = x.transpose(0, 1)  # (3, 40, 5)
+    w = torch.rand(3, 40, dtype=F64)
+    fit64 = fit_vmf(x, w)
+    fit32 = fit_vmf(x.float(), w.float())
+    assert fit32.value[1].dtype == torch.float32
+    assert_close(fit32.value[1], fit64.value[1], rtol=1e-5, atol=0, dtype=torch.float32)
+    for b in range(3):
+        one = fit_vmf(x[b], w[b])
+        assert_close(one.value[0], fit64.value[0][b], rtol=1e-14, atol=1e-15)
+        assert_close(one.value[1], fit64.value[1][b], rtol=1e-13, atol=0)
 
 
 def test_fit_batched_and_degenerate():

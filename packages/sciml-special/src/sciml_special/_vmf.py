@@ -39,7 +39,9 @@ from sciml_protocols import SciMLError, SciMLInputError, Solution, check_dtype, 
 from torch.distributions import Distribution, constraints
 from torch.distributions.kl import register_kl
 
+from ._bessel import DEBYE_V, HANKEL_C, RATIO_DEPTH, SMALL_X
 from ._bessel_api import iv_ratio, log_ive
+from ._bessel_math import DEBYE_TERMS, HANKEL_TERMS, debye_coefficients
 
 __all__ = [
     "HypersphericalUniform",
@@ -63,6 +65,9 @@ _NODES_PER_PANEL = 8
 # draws per quadrature chunk: small enough to stay in cache on CPU, large enough to amortise launches on GPU
 _GRADIENT_CHUNK = {"cpu": 2048}
 _GRADIENT_CHUNK_DEFAULT = 65536
+# Concentration solves with at most this many entries run as plain Python float loops (see _kappa_mle_scalar): below
+# it the per-call overhead of the batched tensor iteration dominates.
+_SCALAR_SOLVE_MAX = 16
 
 
 # ----------------------------------------------------------------------------------------------------- helpers
@@ -120,6 +125,69 @@ def _mean_resultant_length(dim: int, kappa: torch.Tensor) -> torch.Tensor:
     safe = torch.where(positive, kappa, torch.ones_like(kappa))
     ratio = iv_ratio(torch.full_like(safe, 0.5 * dim - 1.0), safe, validate=False)
     return torch.where(positive, ratio, torch.zeros_like(ratio))
+
+
+def _hankel_sum_scalar(v: float, x: float) -> float:
+    r"""Scalar twin of the Hankel sum of ``_bessel``, :math:`\sum_{k=1}^{20} t_k` for :math:`I_v`.
+
+    :math:`t_k = -t_{k-1}(4v^2 - (2k-1)^2)/(8kx)`, :math:`t_0 = 1`.
+    """
+    mu = 4.0 * v * v
+    term = 1.0
+    total = 0.0
+    for k in range(1, HANKEL_TERMS + 1):
+        term = term * (-(mu - float((2 * k - 1) ** 2)) / (8.0 * k) / x)
+        total = total + term
+    return total
+
+
+def _debye_sum_scalar(v: float, x: float) -> float:
+    r"""Scalar twin of the Debye sum of ``_bessel``: :math:`\sum_{k\ge1} u_k(t)/v^k = \sum_k P_k(t^2)/h^k`."""
+    h = math.hypot(v, x)
+    rho = 1.0 / h
+    p = (v / h) ** 2
+    total = 0.0
+    power = 1.0
+    for coefficients in debye_coefficients(DEBYE_TERMS):
+        power = power * rho
+        acc = coefficients[0]
+        for c in coefficients[1:]:
+            acc = acc * p + c
+        total = total + power * acc
+    return total
+
+
+def _iv_ratio_scalar(v: float, x: float) -> float:
+    r""":math:`I_{v+1}(x)/I_v(x)` for Python floats :math:`v \ge 0`, :math:`x > 0`.
+
+    The region scheme of :func:`~sciml_special.iv_ratio` (Hankel quotient, analytic Debye difference, fixed-depth
+    continued fraction) written with :mod:`math`, the same operations in the same order, so the two agree to an ulp
+    or so. It serves the scalar concentration solve, where the tensor route's per-call overhead is about a hundred
+    times its arithmetic.
+    """
+    if x > SMALL_X and v * v < HANKEL_C * x:
+        return (1.0 + _hankel_sum_scalar(v + 1.0, x)) / (1.0 + _hankel_sum_scalar(v, x))
+    if x > SMALL_X or v > DEBYE_V:
+        h0 = math.hypot(v, x)
+        h1 = math.hypot(v + 1.0, x)
+        two_v_1 = 2.0 * v + 1.0
+        exponent = (
+            two_v_1 / (h1 + h0)
+            - math.asinh((v + 1.0) / x)
+            - v * math.asinh(two_v_1 / ((v + 1.0) * h0 + v * h1))
+            - 0.25 * math.log1p(two_v_1 / (h0 * h0))
+        )
+        return math.exp(exponent + math.log1p(_debye_sum_scalar(v + 1.0, x)) - math.log1p(_debye_sum_scalar(v, x)))
+    w = v + (RATIO_DEPTH + 1)
+    r = x / (w + math.sqrt(w * w + x * x))
+    for j in range(RATIO_DEPTH, 0, -1):
+        r = x / (2.0 * (v + j) + x * r)
+    return r
+
+
+def _mean_resultant_length_scalar(dim: int, kappa: float) -> float:
+    r""":math:`A_d(\kappa)` for a Python float, with :math:`A_d(0) = 0`."""
+    return _iv_ratio_scalar(0.5 * dim - 1.0, kappa) if kappa > 0 else 0.0
 
 
 def _check_dim(name: str, dim: object) -> int:
@@ -761,6 +829,63 @@ def _default_tol(dtype: torch.dtype) -> float:
     return 64.0 * torch.finfo(dtype).eps
 
 
+def _kappa_mle_scalar(dim: int, r: float, tol: float, max_iter: int) -> tuple[float, bool, int, float, float, float]:
+    r"""One concentration solve of :func:`vmf_kappa_mle` in Python floats (the batched iteration, entry by entry).
+
+    Same start, bracket, Halley/bisection steps and stopping rule as the tensor loop, with :math:`A_d` from
+    :func:`_iv_ratio_scalar`. Returns ``(kappa, converged, iterations, step, initial, equation_residual)``.
+    """
+    if r == 0.0:
+        return 0.0, True, 0, 0.0, 0.0, 0.0
+    m1 = float(dim - 1)
+    one_minus_r2 = (1.0 - r) * (1.0 + r)
+    initial = r * (dim - r * r) / one_minus_r2
+    low = r * m1 / one_minus_r2
+    high = r * (m1 + math.sqrt(r * r * m1 * m1 + one_minus_r2 * (dim + 1.0) ** 2)) / (2.0 * one_minus_r2)
+    # Defensive widening of the published bracket, as in the batched loop.
+    for _ in range(64):
+        bad_low = _mean_resultant_length_scalar(dim, low) - r > 0
+        bad_high = _mean_resultant_length_scalar(dim, high) - r < 0
+        if not (bad_low or bad_high):
+            break
+        low = 0.5 * low if bad_low else low
+        high = 2.0 * high if bad_high else high
+    kappa = min(max(initial, low), high)
+    done = False
+    iterations = 0
+    step_size = 0.0
+    for _ in range(max_iter):
+        iterations += 1
+        a = _mean_resultant_length_scalar(dim, kappa)
+        f = a - r
+        if f < 0:
+            low = kappa
+        elif f > 0:
+            high = kappa
+        da = 1.0 - a * a - m1 * a / kappa
+        proposal = math.nan
+        if da > 0:
+            square = kappa * kappa  # underflows to 0 for kappa below 1e-154: then A'' is +inf, as in the tensors
+            d2a = -2.0 * a * da - m1 * da / kappa + (m1 * a / square if square > 0 else math.inf)
+            newton = f / da
+            denominator = 1.0 - 0.5 * newton * d2a / da
+            if denominator != 0:
+                proposal = kappa - newton / denominator
+        if not (math.isfinite(proposal) and low < proposal < high):
+            proposal = math.sqrt(low) * math.sqrt(high) if low > 0 else 0.5 * (low + high)
+        if f == 0:
+            proposal = kappa
+        relative_step = abs(proposal - kappa) / kappa
+        width = (high - low) / kappa
+        step_size = min(relative_step, width)
+        kappa = proposal
+        if relative_step <= tol or width <= tol or f == 0:
+            done = True
+            break
+    residual = abs(_mean_resultant_length_scalar(dim, max(kappa, 1e-300)) - r)
+    return kappa, done, iterations, step_size, initial, residual
+
+
 def vmf_kappa_mle(
     dim: int,
     mean_resultant_length: torch.Tensor | float,
@@ -841,6 +966,8 @@ def vmf_kappa_mle(
         raise SciMLInputError("max_iter", f"must be an int >= 1, got {max_iter!r}")
 
     wide = _compute_dtype(r_in.dtype, r_in.device)
+    if wide == torch.float64 and r_in.numel() <= _SCALAR_SOLVE_MAX and not r_in.requires_grad:
+        return _kappa_mle_small(dim, r_in, tol, max_iter)
     r = r_in.to(wide)
     m1 = float(dim - 1)
     one_minus_r2 = (1.0 - r) * (1.0 + r)
@@ -880,7 +1007,8 @@ def vmf_kappa_mle(
         halley = newton / (1.0 - 0.5 * newton * d2a / da)
         proposal = safe - halley
         inside = torch.isfinite(proposal) & (da > 0) & (proposal > low) & (proposal < high)
-        midpoint = torch.where(low > 0, torch.sqrt(low * high), 0.5 * (low + high))
+        # sqrt(low) * sqrt(high): low * high underflows to 0 for R below about 1e-160
+        midpoint = torch.where(low > 0, torch.sqrt(low) * torch.sqrt(high), 0.5 * (low + high))
         proposal = torch.where(inside, proposal, midpoint)
         proposal = torch.where(f == 0, safe, proposal)
         relative_step = (proposal - safe).abs() / safe
@@ -901,6 +1029,27 @@ def vmf_kappa_mle(
             "equation_residual": equation_residual.to(r_in.dtype),
             "initial": torch.where(zero, torch.zeros_like(initial), initial).to(r_in.dtype),
             "iterations": iterations,
+        },
+    )
+
+
+def _kappa_mle_small(dim: int, r_in: torch.Tensor, tol: float, max_iter: int) -> Solution[torch.Tensor]:
+    """:func:`vmf_kappa_mle` for a few entries: one :func:`_kappa_mle_scalar` solve each, packed like the batch."""
+    solves = [_kappa_mle_scalar(dim, r, tol, max_iter) for r in r_in.detach().to(torch.float64).reshape(-1).tolist()]
+    kappa, done, iterations, step, initial, residual = (list(column) for column in zip(*solves, strict=True))
+
+    def pack(values: list[Any], dtype: torch.dtype) -> torch.Tensor:
+        return torch.tensor(values, dtype=dtype).reshape(r_in.shape).to(r_in.device)
+
+    return Solution(
+        value=pack(kappa, r_in.dtype),
+        converged=all(done),
+        n_iter=max([1, *iterations]),
+        residual=pack(step, r_in.dtype),
+        stats={
+            "equation_residual": pack(residual, r_in.dtype),
+            "initial": pack(initial, r_in.dtype),
+            "iterations": pack(iterations, torch.int64),
         },
     )
 
@@ -976,7 +1125,10 @@ def fit_vmf(
     dim, n = int(x.shape[-1]), int(x.shape[-2])
     wide = _compute_dtype(x.dtype, x.device)
     if weights is None:
-        total = x.sum(-2, dtype=wide)  # accumulate in float64 without a float64 copy of x
+        if x.dtype == wide:  # one matrix-vector product: much faster than a reduction over the point axis
+            total = (torch.ones(n, dtype=wide, device=x.device) @ x).reshape(*x.shape[:-2], dim)
+        else:
+            total = x.sum(-2, dtype=wide)  # accumulate in float64 without a float64 copy of x
         mass = torch.full(total.shape[:-1], float(n), dtype=wide, device=x.device)
     else:
         weights = check_tensor("weights", weights)
@@ -993,7 +1145,10 @@ def fit_vmf(
         mass = w.sum(-1)
         if bool((mass <= 0).any()):
             raise SciMLInputError("weights", "must not be all zero (for some batch entry they sum to 0)")
-        total = (w.to(x.dtype)[..., None] * x).sum(-2, dtype=wide)
+        if x.dtype == wide:
+            total = (w[..., None, :] @ x)[..., 0, :]
+        else:
+            total = (w.to(x.dtype)[..., None] * x).sum(-2, dtype=wide)
     length = torch.linalg.vector_norm(total, dim=-1)
     r = length / mass
     if bool((r >= 1).any()):
