@@ -39,7 +39,6 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, cast
 
 import torch
-import torch.nn.functional as F
 from sciml_protocols import SciMLInputError
 from torch.optim.optimizer import Optimizer, required
 
@@ -111,75 +110,121 @@ def _is_true(flag: torch.Tensor) -> bool:
     return bool(flag.item())
 
 
+def _is_plain(tensor: torch.Tensor) -> bool:
+    return type(tensor) is torch.Tensor or type(tensor) is torch.nn.Parameter
+
+
+class _Scratch:
+    """One reusable buffer per (device, dtype) for a step: the per-tensor work runs one tensor at a time.
+
+    Fresh CPU allocations are expensive (first-touch page faults cost more than the arithmetic), so the Adam
+    direction, the SGDP Nesterov direction and the row products of the projection test are written into views of
+    one buffer sized for the largest tensor instead of new tensors. Tensor subclasses (DTensor) get None and the
+    callers fall back to out-of-place ops, which give the same values.
+    """
+
+    def __init__(self, params: Sequence[torch.Tensor], dtypes: Sequence[torch.dtype]) -> None:
+        self._sizes: dict[tuple[torch.device, torch.dtype], int] = {}
+        for param, dtype in zip(params, dtypes, strict=True):
+            if _is_plain(param):
+                key = (param.device, dtype)
+                self._sizes[key] = max(self._sizes.get(key, 0), param.numel())
+        self._buffers: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
+
+    def view(self, param: torch.Tensor, dtype: torch.dtype) -> torch.Tensor | None:
+        key = (param.device, dtype)
+        if not _is_plain(param) or key not in self._sizes:
+            return None
+        buffer = self._buffers.get(key)
+        if buffer is None:
+            buffer = self._buffers[key] = torch.empty(self._sizes[key], dtype=dtype, device=param.device)
+        return buffer[: param.numel()].view(param.shape)
+
+
+class _CosineStats:
+    """Per-row statistics of the scale-invariance test: ``<g_r, w_r>``, ``||g_r||``, ``||w_r||``."""
+
+    __slots__ = ("dot", "grad_norm", "param_norm")
+
+    def __init__(self, param: torch.Tensor, grad: torch.Tensor, scratch: torch.Tensor | None) -> None:
+        rows = param.shape[0]
+        param_rows, grad_rows = param.reshape(rows, -1), grad.reshape(rows, -1)
+        # Row norms and row dot products: read-only reductions (no normalised copies as in cosine_similarity).
+        self.param_norm = torch.linalg.vector_norm(param_rows, dim=1)
+        self.grad_norm = torch.linalg.vector_norm(grad_rows, dim=1)
+        if scratch is None or grad_rows.dtype != param_rows.dtype:
+            self.dot = (grad_rows * param_rows).sum(dim=1)
+        else:
+            self.dot = torch.mul(grad_rows, param_rows, out=scratch.view(rows, -1)).sum(dim=1)
+
+
+def _cosine(dot: torch.Tensor, grad_norm: torch.Tensor, param_norm: torch.Tensor, eps: float) -> torch.Tensor:
+    # cosine_similarity's rule: each norm is clamped at eps separately.
+    return dot.abs() / (grad_norm.clamp_min(eps) * param_norm.clamp_min(eps))
+
+
+def _row_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``(a * b).sum(dim=1)`` for 2-D ``a``, ``b`` without a product temporary on plain tensors."""
+    if _is_plain(a) and _is_plain(b) and a.dtype == b.dtype:
+        return torch.bmm(a.unsqueeze(1), b.unsqueeze(2)).reshape(a.shape[0])
+    return (a * b).sum(dim=1)
+
+
 def _project_(
-    param: torch.Tensor, grad: torch.Tensor, perturb: torch.Tensor, delta: float, wd_ratio: float, eps: float
+    param: torch.Tensor, perturb: torch.Tensor, stats: _CosineStats, delta: float, wd_ratio: float, eps: float
 ) -> float:
-    """Remove the radial part of ``perturb`` in place when ``param`` looks scale invariant; return the decay ratio."""
-    expand = (-1,) + (1,) * (param.dim() - 1)
-    for rows in (param.shape[0], 1):
-        param_view = param.reshape(rows, -1)
-        cosine = F.cosine_similarity(grad.reshape(rows, -1), param_view, dim=1, eps=eps).abs()
-        if _is_true(cosine.max() < delta / math.sqrt(param_view.shape[1])):
-            unit = param / param_view.norm(dim=1).add(eps).reshape(expand)
-            perturb.sub_(unit * (unit * perturb).reshape(rows, -1).sum(dim=1).reshape(expand))
-            return wd_ratio
+    """Remove the radial part of ``perturb`` in place when ``param`` looks scale invariant; return the decay ratio.
+
+    The channel test uses the row statistics; the layer test derives the tensor's dot product and norms from them
+    (sum of row dots, norm of the row norms), so the tensors are read once for both views.
+    """
+    rows = param.shape[0]
+    row_length = param.numel() // rows
+    if _is_true(_cosine(stats.dot, stats.grad_norm, stats.param_norm, eps).max() < delta / math.sqrt(row_length)):
+        norm = stats.param_norm.add(eps)
+        coefficient = _row_dot(param.reshape(rows, -1), perturb.reshape(rows, -1)).div_(norm.mul_(norm))
+        perturb.addcmul_(param, coefficient.reshape((-1,) + (1,) * (param.dim() - 1)), value=-1.0)
+        return wd_ratio
+    param_norm = torch.linalg.vector_norm(stats.param_norm)
+    grad_norm = torch.linalg.vector_norm(stats.grad_norm)
+    if _is_true(_cosine(stats.dot.sum(), grad_norm, param_norm, eps) < delta / math.sqrt(param.numel())):
+        norm = param_norm.add(eps)
+        coefficient = _row_dot(param.reshape(1, -1), perturb.reshape(1, -1)).div_(norm.mul_(norm))
+        perturb.addcmul_(param, coefficient.reshape((1,) * param.dim()), value=-1.0)
+        return wd_ratio
     return 1.0
 
 
 # ---------------------------------------------------------------------------------------------- AdamP
 
 
-def _adamp_directions(
-    grads: list[torch.Tensor],
-    exp_avgs: list[torch.Tensor],
-    exp_avg_sqs: list[torch.Tensor],
-    bias2_roots: list[float],
+def _adam_direction(
+    grad: torch.Tensor,
+    exp_avg: torch.Tensor,
+    exp_avg_sq: torch.Tensor,
+    out: torch.Tensor | None,
     *,
+    bias2_root: float,
     beta1: float,
-    beta2: float,
     eps: float,
     nesterov: bool,
-) -> list[torch.Tensor]:
-    """Moment updates and Adam directions with ``torch._foreach_*`` (the same kernels as the for-loop path)."""
-    torch._foreach_mul_(exp_avgs, beta1)
-    torch._foreach_add_(exp_avgs, grads, alpha=1.0 - beta1)
-    torch._foreach_mul_(exp_avg_sqs, beta2)
-    torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=1.0 - beta2)
-    denoms = torch._foreach_sqrt(exp_avg_sqs)
-    torch._foreach_div_(denoms, bias2_roots)
-    torch._foreach_add_(denoms, eps)
+) -> torch.Tensor:
+    """The Adam direction ``m / (sqrt(v) / sqrt(1 - beta2^t) + eps)`` (authors' op order), written into ``out``."""
+    denom = torch.sqrt(exp_avg_sq) if out is None else torch.sqrt(exp_avg_sq, out=out)
+    denom.div_(bias2_root).add_(eps)
     if nesterov:
-        numerators = torch._foreach_mul(exp_avgs, beta1)
-        torch._foreach_add_(numerators, torch._foreach_mul(grads, 1.0 - beta1))
-        return list(torch._foreach_div(numerators, denoms))
-    return list(torch._foreach_div(exp_avgs, denoms))
+        numerator = exp_avg.mul(beta1).add_(grad.mul(1.0 - beta1))
+        return torch.div(numerator, denom, out=denom) if out is not None else numerator.div_(denom)
+    return torch.div(exp_avg, denom, out=denom) if out is not None else exp_avg / denom
 
 
-def _apply_updates(
-    params: list[torch.Tensor],
-    perturbs: list[torch.Tensor],
-    decays: list[float],
-    step_sizes: list[float],
-    *,
-    decay_on: bool,
-    foreach: bool,
-) -> None:
-    if not foreach:
-        for param, perturb, decay, size in zip(params, perturbs, decays, step_sizes, strict=True):
-            if decay_on:
-                param.mul_(decay)
-            param.add_(perturb, alpha=-size)
-        return
-    if decay_on:
-        torch._foreach_mul_(params, decays)
-    # add_ with a per-tensor alpha: bucket by alpha so each bucket is one foreach call with add_'s rounding.
-    buckets: dict[float, tuple[list[torch.Tensor], list[torch.Tensor]]] = {}
-    for param, perturb, size in zip(params, perturbs, step_sizes, strict=True):
-        bucket = buckets.setdefault(size, ([], []))
-        bucket[0].append(param)
-        bucket[1].append(perturb)
-    for size, (bucket_params, bucket_perturbs) in buckets.items():
-        torch._foreach_add_(bucket_params, bucket_perturbs, alpha=-size)
+def _cosine_stats(
+    param: torch.Tensor, grad: torch.Tensor, scratch: torch.Tensor | None, delta: float
+) -> _CosineStats | None:
+    # With delta = 0 the test |cos| < 0 never holds: skip the reductions (and the host synchronisation).
+    if delta <= 0.0 or param.dim() <= 1 or param.numel() == 0:
+        return None
+    return _CosineStats(param, grad, scratch)
 
 
 class AdamP(Optimizer):
@@ -409,23 +454,35 @@ def _adamp_update(
     nesterov: bool,
     foreach: bool,
 ) -> None:
-    bias2_roots = [math.sqrt(1.0 - beta2**step) for step in steps]
-    step_sizes = [lr / (1.0 - beta1**step) for step in steps]
+    # Moments: the same kernels in both paths (foreach batches them); the rest runs one tensor at a time, so the
+    # direction, the test and the projection reuse one scratch buffer and the paths agree bit for bit.
     if foreach:
-        perturbs = _adamp_directions(
-            grads, exp_avgs, exp_avg_sqs, bias2_roots, beta1=beta1, beta2=beta2, eps=eps, nesterov=nesterov
-        )
+        torch._foreach_mul_(exp_avgs, beta1)
+        torch._foreach_add_(exp_avgs, grads, alpha=1.0 - beta1)
+        torch._foreach_mul_(exp_avg_sqs, beta2)
+        torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=1.0 - beta2)
     else:
-        perturbs = [
-            _adamp_directions([g], [m], [v], [r], beta1=beta1, beta2=beta2, eps=eps, nesterov=nesterov)[0]
-            for g, m, v, r in zip(grads, exp_avgs, exp_avg_sqs, bias2_roots, strict=True)
-        ]
-    ratios = [
-        _project_(p, g, u, delta, wd_ratio, eps) if p.dim() > 1 else 1.0
-        for p, g, u in zip(params, grads, perturbs, strict=True)
-    ]
-    decays = [1.0 - lr * weight_decay * ratio for ratio in ratios]
-    _apply_updates(params, perturbs, decays, step_sizes, decay_on=weight_decay > 0, foreach=foreach)
+        for grad, exp_avg, exp_avg_sq in zip(grads, exp_avgs, exp_avg_sqs, strict=True):
+            exp_avg.mul_(beta1).add_(grad, alpha=1.0 - beta1)
+            exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1.0 - beta2)
+    scratch = _Scratch(params, [m.dtype for m in exp_avgs])
+    for param, grad, exp_avg, exp_avg_sq, step in zip(params, grads, exp_avgs, exp_avg_sqs, steps, strict=True):
+        buffer = scratch.view(param, exp_avg.dtype)
+        stats = _cosine_stats(param, grad, buffer, delta)  # before the direction takes over the buffer
+        perturb = _adam_direction(
+            grad,
+            exp_avg,
+            exp_avg_sq,
+            buffer,
+            bias2_root=math.sqrt(1.0 - beta2**step),
+            beta1=beta1,
+            eps=eps,
+            nesterov=nesterov,
+        )
+        ratio = 1.0 if stats is None else _project_(param, perturb, stats, delta, wd_ratio, eps)
+        if weight_decay > 0:
+            param.mul_(1.0 - lr * weight_decay * ratio)
+        param.add_(perturb, alpha=-lr / (1.0 - beta1**step))
 
 
 # ---------------------------------------------------------------------------------------------- SGDP
@@ -589,17 +646,6 @@ class SGDP(Optimizer):
         return loss
 
 
-def _sgdp_directions(
-    grads: list[torch.Tensor], buffers: list[torch.Tensor], *, momentum: float, dampening: float, nesterov: bool
-) -> list[torch.Tensor]:
-    torch._foreach_mul_(buffers, momentum)
-    torch._foreach_add_(buffers, grads, alpha=1.0 - dampening)
-    if nesterov:
-        return list(torch._foreach_add(grads, torch._foreach_mul(buffers, momentum)))
-    # The authors' code aliases the direction and the buffer: the projection below edits the buffer.
-    return buffers
-
-
 def _sgdp_update(
     params: list[torch.Tensor],
     grads: list[torch.Tensor],
@@ -616,15 +662,23 @@ def _sgdp_update(
     foreach: bool,
 ) -> None:
     if foreach:
-        directions = _sgdp_directions(grads, buffers, momentum=momentum, dampening=dampening, nesterov=nesterov)
+        torch._foreach_mul_(buffers, momentum)
+        torch._foreach_add_(buffers, grads, alpha=1.0 - dampening)
     else:
-        directions = [
-            _sgdp_directions([g], [b], momentum=momentum, dampening=dampening, nesterov=nesterov)[0]
-            for g, b in zip(grads, buffers, strict=True)
-        ]
-    ratios = [
-        _project_(p, g, d, delta, wd_ratio, eps) if p.dim() > 1 else 1.0
-        for p, g, d in zip(params, grads, directions, strict=True)
-    ]
-    decays = [1.0 - lr * weight_decay * ratio / (1.0 - momentum) for ratio in ratios]
-    _apply_updates(params, directions, decays, [lr] * len(params), decay_on=weight_decay > 0, foreach=foreach)
+        for grad, buffer in zip(grads, buffers, strict=True):
+            buffer.mul_(momentum).add_(grad, alpha=1.0 - dampening)
+    scratch = _Scratch(params, [b.dtype for b in buffers])
+    for param, grad, buffer in zip(params, grads, buffers, strict=True):
+        work = scratch.view(param, buffer.dtype)
+        stats = _cosine_stats(param, grad, work, delta)  # before the Nesterov direction takes over the scratch
+        if nesterov:
+            # g + momentum * b, as the authors (addition commutes, so the rounding is theirs).
+            direction = buffer.mul(momentum) if work is None else torch.mul(buffer, momentum, out=work)
+            direction.add_(grad)
+        else:
+            # The authors' code aliases the direction and the buffer: the projection edits the buffer.
+            direction = buffer
+        ratio = 1.0 if stats is None else _project_(param, direction, stats, delta, wd_ratio, eps)
+        if weight_decay > 0:
+            param.mul_(1.0 - lr * weight_decay * ratio / (1.0 - momentum))
+        param.add_(direction, alpha=-lr)
