@@ -21,12 +21,15 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from ._costs import DenseCost as DenseCost
     from ._costs import PointCloudCost as PointCloudCost
+    from ._lightsb import GaussianBridge as GaussianBridge
     from ._lightsb import LightSB as LightSB
     from ._lightsb import gaussian_bridge as gaussian_bridge
     from ._result import SinkhornResult as SinkhornResult
     from ._result import TransportPlan as TransportPlan
     from ._sinkhorn import sinkhorn as sinkhorn
     from ._sinkhorn import sinkhorn_divergence as sinkhorn_divergence
+    from ._sns import SNSResult as SNSResult
+    from ._sns import SNSStats as SNSStats
     from ._sns import sinkhorn_newton_sparse as sinkhorn_newton_sparse
     from ._sns import wasserstein as wasserstein
 
@@ -39,7 +42,10 @@ _EXPORTS: dict[str, str] = {
     "sinkhorn_divergence": "._sinkhorn",
     "sinkhorn_newton_sparse": "._sns",
     "wasserstein": "._sns",
+    "SNSResult": "._sns",
+    "SNSStats": "._sns",
     "LightSB": "._lightsb",
+    "GaussianBridge": "._lightsb",
     "gaussian_bridge": "._lightsb",
 }
 
@@ -55,7 +61,10 @@ __all__ = [
     "sinkhorn_divergence",
     "sinkhorn_newton_sparse",
     "wasserstein",
+    "SNSResult",
+    "SNSStats",
     "LightSB",
+    "GaussianBridge",
     "gaussian_bridge",
 ]
 
