@@ -268,10 +268,8 @@ def test_zero_iterations_and_float32() -> None:
 
 
 def _library_problems():  # pyright: ignore[reportUnknownParameterType]
-    try:
-        from sciml_bilevel.problems import HyperCleaning, QuadraticBilevel
-    except (ImportError, AttributeError):
-        pytest.skip("sciml_bilevel.problems._problems is not available")
+    from sciml_bilevel.problems import HyperCleaning, QuadraticBilevel
+
     return QuadraticBilevel, HyperCleaning
 
 
@@ -358,6 +356,7 @@ def test_problem_without_the_protocol() -> None:
 
 
 def test_progress_bar_runs() -> None:
-    pytest.importorskip("tqdm")
+    import tqdm  # noqa: F401  (a test dependency: fail loudly if missing)
+
     sol = bo_rep(SPDQuadratic(), iterations=3, upper_lr=1e-2, lower_lr=0.1, progress=True)
     assert sol.n_iter == 3

@@ -364,7 +364,8 @@ def test_prox_gradient_fixed_point_lasso() -> None:
 
 
 def test_lasso_hypergradient_through_custom_fixed_point() -> None:
-    implicit = pytest.importorskip("sciml_bilevel._implicit")
+    import sciml_bilevel._implicit as implicit
+
     X, y, lam = _lasso_data()
     step = 1.0 / np.linalg.eigvalsh(X.T @ X / X.shape[0]).max()
     T = prox_gradient_fixed_point(_lasso_objective, prox_l1, step)
@@ -507,7 +508,8 @@ def test_kkt_optimality_qp() -> None:
 def test_kkt_tuple_form_through_custom_root() -> None:
     # min 0.5 ||x - t||^2 s.t. sum(x) = 1, x >= 0 is the simplex projection; its Jacobian on the support S is
     # I - 1 1^T / |S| (zero rows and columns off S)
-    implicit = pytest.importorskip("sciml_bilevel._implicit")
+    import sciml_bilevel._implicit as implicit
+
     kkt = kkt_optimality(
         lambda x, t: 0.5 * ((x - t) ** 2).sum(),
         eq_constraints=lambda x: x.sum(dim=0, keepdim=True) - 1,

@@ -310,7 +310,8 @@ def test_sigma_schedule_is_used() -> None:
 
 
 def test_box_constrained_upper_level_matches_scipy() -> None:
-    scipy_optimize = pytest.importorskip("scipy.optimize")
+    import scipy.optimize as scipy_optimize
+
     problem = SampledQuadratic(rho=0.05)
     x_free = problem.x_star()
     lo, hi = -0.5 * x_free.abs().max().item(), 0.5 * x_free.abs().max().item()

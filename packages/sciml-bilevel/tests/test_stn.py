@@ -316,7 +316,7 @@ def test_fit_with_dataloader_and_epochs() -> None:
 
 
 def test_plot_schedule() -> None:
-    pytest.importorskip("matplotlib")
+    import matplotlib  # noqa: F401  (a test dependency: fail loudly if missing)
     from matplotlib.figure import Figure
 
     trainer = _trainer()

@@ -84,7 +84,8 @@ def test_gradient_pattern_covers_every_outcome() -> None:
     [(torch.float64, {"weight_decay": 0.1}), (torch.float32, {"weight_decay": 0.05, "nesterov": True})],
 )
 def test_interpreter_parity_with_reference_and_authors(dtype: torch.dtype, kwargs: dict[str, Any]) -> None:
-    adamp = pytest.importorskip("adamp")
+    import adamp
+
     params_fused = _parameters(dtype)
     params_loop = _parameters(dtype)
     params_authors = _parameters(dtype)

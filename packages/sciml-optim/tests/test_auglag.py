@@ -81,7 +81,7 @@ def test_hs_lambda_star_closed_forms() -> None:
 
 @pytest.mark.parametrize("problem", [HS6(), HS7()], ids=["HS6", "HS7"])
 def test_hs_optimum_matches_scipy_slsqp(problem: HS6 | HS7) -> None:
-    scipy_optimize = pytest.importorskip("scipy.optimize")
+    import scipy.optimize as scipy_optimize
 
     def fun(v: np.ndarray) -> float:
         return float(problem.objective(torch.as_tensor(v, dtype=F64)))
@@ -377,7 +377,8 @@ def test_adasketch_reports_licq_failure() -> None:
 
 
 def test_adasketch_progress_bar() -> None:
-    pytest.importorskip("tqdm")
+    import tqdm  # noqa: F401  (a test dependency: fail loudly if missing)
+
     problem = EqualityQP(4, 2, seed=0)
     sol = adasketch_newton(problem.objective, problem.constraints, problem.x0, progress=True, generator=_gen(0))
     assert sol.converged

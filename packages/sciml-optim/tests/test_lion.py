@@ -144,7 +144,7 @@ def cnn_ours():
 
 
 def test_cnn_parity_lion_pytorch(cnn_ours):
-    lion_pytorch = pytest.importorskip("lion_pytorch")
+    import lion_pytorch
     from lion_pytorch.foreach import Lion as ForeachLion
 
     ours = cnn_ours
@@ -167,7 +167,8 @@ def test_cnn_parity_lion_pytorch(cnn_ours):
 
 
 def test_cnn_parity_timm_and_foreach(cnn_ours):
-    timm_optim = pytest.importorskip("timm.optim")
+    import timm.optim as timm_optim
+
     # timm's for-loop Lion runs the same operations as ours: the same bits
     theirs = _train_cnn(lambda params: timm_optim.Lion(params, foreach=False, **CNN_HYPER))
     grouped = _train_cnn(lambda params: Lion(params, foreach=True, **CNN_HYPER))
@@ -178,7 +179,8 @@ def test_cnn_parity_timm_and_foreach(cnn_ours):
 
 @pytest.mark.parametrize("foreach", [False, True])
 def test_maximize_matches_timm(foreach):
-    timm_optim = pytest.importorskip("timm.optim")
+    import timm.optim as timm_optim
+
     results = []
     for cls in (Lion, timm_optim.Lion):
         x = torch.linspace(-1.0, 1.0, 7, dtype=torch.float64, requires_grad=True)

@@ -237,7 +237,8 @@ def test_strongly_convex_step_size_schedule() -> None:
 
 
 def test_euclidean_projections_against_scipy() -> None:
-    scipy_optimize = pytest.importorskip("scipy.optimize")
+    import scipy.optimize as scipy_optimize
+
     generator = torch.Generator().manual_seed(4)
     y = 2.0 * torch.randn(6, generator=generator, dtype=F64)
     simplex = _project_simplex(y).numpy()
@@ -271,7 +272,8 @@ def test_euclidean_projections_against_scipy() -> None:
 
 @pytest.mark.parametrize("kind", ["ball", "box", "simplex"])
 def test_metric_projection_against_scipy(kind: str) -> None:
-    scipy_optimize = pytest.importorskip("scipy.optimize")
+    import scipy.optimize as scipy_optimize
+
     generator = torch.Generator().manual_seed(5)
     dim = 4
     factor = torch.randn(dim, dim, generator=generator, dtype=F64)
@@ -315,7 +317,8 @@ def test_metric_projection_against_scipy(kind: str) -> None:
 
 
 def test_tracker_quadratic_comparator_on_ball_against_scipy() -> None:
-    scipy_optimize = pytest.importorskip("scipy.optimize")
+    import scipy.optimize as scipy_optimize
+
     generator = torch.Generator().manual_seed(6)
     dim, rounds = 3, 5
     tracker = RegretTracker(domain="ball", radius=0.7)
@@ -380,7 +383,6 @@ def test_tracker_fixed_comparator_solver_and_slope() -> None:
 
 
 def test_tracker_plot_returns_figure() -> None:
-    pytest.importorskip("matplotlib")
     import matplotlib
 
     matplotlib.use("Agg")

@@ -106,7 +106,8 @@ def test_jacobi_needs_fewer_iterations_on_a_badly_scaled_system() -> None:
 
 @pytest.mark.parametrize("precondition", [False, True])
 def test_agrees_with_scipy_cg(precondition: bool) -> None:
-    sparse_linalg = pytest.importorskip("scipy.sparse.linalg")
+    import scipy.sparse.linalg as sparse_linalg
+
     a = spd(80, condition=1e3, dtype=torch.float64, seed=5)
     a = a + torch.diag(torch.logspace(0, 2, 80, dtype=torch.float64))  # uneven diagonal, for Jacobi to matter
     b = rhs(80)

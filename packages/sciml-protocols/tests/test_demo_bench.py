@@ -107,7 +107,8 @@ def test_bench_operators_match_an_independent_assembly() -> None:
 
 
 def test_bench_quick() -> None:
-    pytest.importorskip("scipy.sparse.linalg")
+    import scipy.sparse.linalg  # noqa: F401  (a test dependency: fail loudly if missing)
+
     rtol = 1e-8
     result = PoissonCGBenchmark().run(BenchContext(quick=True, min_run_time=0.01))
     assert result.case == "poisson-cg"

@@ -499,7 +499,8 @@ def test_local_process_pool_gives_the_in_process_result():
 
 
 def test_search_with_progress_bar(capsys):
-    pytest.importorskip("tqdm")
+    import tqdm  # noqa: F401  (a test dependency: fail loudly if missing)
+
     result = evolve(np.exp2, (0.0, 1.0), seed=0, progress=True, **{**_TINY, "generations": 1})
     assert result.n_iter == 1
     assert "evolve" in capsys.readouterr().err

@@ -21,6 +21,7 @@ References:
 
 from __future__ import annotations
 
+import abc
 import math
 from collections.abc import Callable
 from typing import Literal
@@ -74,7 +75,7 @@ def _generator(seed: object) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-class _Problem:
+class _Problem(abc.ABC):
     """Validation and the generic lower-level solver shared by every problem."""
 
     n_upper: int
@@ -130,14 +131,14 @@ class _Problem:
             raise SciMLInputError("batch", f"indices must lie in [0, {n})")
         return b.to(self._device)
 
-    def upper_loss(self, x: torch.Tensor, y: torch.Tensor, batch: torch.Tensor | None = None) -> torch.Tensor:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def upper_loss(self, x: torch.Tensor, y: torch.Tensor, batch: torch.Tensor | None = None) -> torch.Tensor: ...
 
-    def lower_loss(self, x: torch.Tensor, y: torch.Tensor, batch: torch.Tensor | None = None) -> torch.Tensor:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def lower_loss(self, x: torch.Tensor, y: torch.Tensor, batch: torch.Tensor | None = None) -> torch.Tensor: ...
 
-    def init_lower(self) -> torch.Tensor:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def init_lower(self) -> torch.Tensor: ...
 
     def solve_lower(
         self, x: torch.Tensor, *, y0: torch.Tensor | None = None, tol: float = 1e-10, max_iter: int = 50
