@@ -219,6 +219,48 @@ def test_trajectory_endpoints_match_direct_samples(diagonal):
     assert float((torch.cov(end.T) - cov).abs().max()) < 0.1 * scale**2
 
 
+@pytest.mark.parametrize("diagonal", [True, False])
+def test_per_sample_times_match_the_scalar_drift(diagonal):
+    # The scalar-time drift is checked against quadrature above; per-sample times must give the same rows.
+    sb = random_model(2, 3, 0.6, diagonal, seed=6)
+    x = torch.randn(5, 4, 2, generator=torch.Generator().manual_seed(2), dtype=DT)
+    t = torch.rand(5, 4, generator=torch.Generator().manual_seed(3), dtype=DT) * 0.95
+    with torch.no_grad():
+        batched = sb.drift(x, t)
+        for i in range(5):
+            for j in range(4):
+                assert torch.allclose(batched[i, j], sb.drift(x[i, j], float(t[i, j])), rtol=1e-12, atol=1e-12)
+    with pytest.raises(SciMLInputError, match="t"):
+        sb.drift(x, t[:, :2])
+    with pytest.raises(SciMLInputError, match="t"):
+        sb.drift(x, torch.ones(5, 4, dtype=DT))
+
+
+@pytest.mark.parametrize("diagonal", [True, False])
+def test_bridge_marginal_matches_the_simulated_sde(diagonal):
+    # X_t of the fitted bridge two ways: Euler-Maruyama up to t, and endpoint sample + Brownian-bridge marginal.
+    eps = 0.5
+    sb = random_model(2, 3, eps, diagonal, seed=7)
+    x0 = torch.tensor([0.2, -0.5], dtype=DT).expand(8000, 2).contiguous()
+    g = torch.Generator().manual_seed(4)
+    with torch.no_grad():
+        path = sb.sample_trajectory(x0, 200, generator=g)
+        simulated = path[120]  # t = 0.6
+        x1 = sb.sample(x0, generator=g).reshape(8000, 2)
+        direct = sb.sample_bridge_marginal(x0, x1, 0.6, generator=g)
+    scale = float(torch.cov(direct.T).diagonal().max().sqrt())
+    assert float((simulated.mean(0) - direct.mean(0)).abs().max()) < 0.06 * scale
+    assert float((torch.cov(simulated.T) - torch.cov(direct.T)).abs().max()) < 0.1 * scale**2
+    assert torch.equal(sb.sample_bridge_marginal(x0, x1, 0.0), x0)
+    t = torch.rand(8000, generator=g, dtype=DT)
+    xt = sb.sample_bridge_marginal(x0, x1, t, generator=g)
+    assert xt.shape == x0.shape
+    with pytest.raises(SciMLInputError, match="t"):
+        sb.sample_bridge_marginal(x0, x1, 1.5)
+    with pytest.raises(SciMLInputError, match="x1"):
+        sb.sample_bridge_marginal(x0, x1[:10], 0.5)
+
+
 # ---------------------------------------------------------------- fitting
 
 

@@ -46,7 +46,12 @@ def test_sinkhorn_bench_quick():
     for case in cases():
         result = case.run(BenchContext(quick=True, min_run_time=0.01))
         assert result.peer is not None
-        assert result.ours.metrics["|cost - POT cost|"] < 1e-7
+        if case.name.startswith("sinkhorn-geomloss"):
+            # GeomLoss anneals eps on a fixed schedule: close to the converged objective, not at our tolerance.
+            assert result.ours.metrics["|objective - GeomLoss|"] < 1e-2 * abs(result.ours.metrics["objective OT_eps"])
+            assert result.ours.metrics["marginal error (L1)"] < 1e-7
+        else:
+            assert result.ours.metrics["|cost - POT cost|"] < 1e-7
 
 
 @pytest.mark.slow

@@ -410,32 +410,44 @@ def _lp(p: float, q: float) -> CostFn:
 
 
 def _online_softmin_torch(
-    h: torch.Tensor, x: torch.Tensor, y: torch.Tensor, eps: float, fn: CostFn, tile: int
+    h: torch.Tensor, x: torch.Tensor, y: torch.Tensor, eps: float, fn: CostFn, tile: int, sqeuclidean: bool = False
 ) -> torch.Tensor:
-    """``s_i = -eps LSE_j (h_j - c(x_i, y_j))/eps`` with a streaming log-sum-exp over ``tile x tile`` blocks."""
+    r"""``s_i = -eps LSE_j (h_j - c(x_i, y_j))/eps`` with a streaming log-sum-exp over ``tile x tile`` blocks.
+
+    Each block's log-sum-exp is taken by ``torch.logsumexp`` and merged into the running value with
+    ``torch.logaddexp``. For the squared Euclidean cost the block is one batched GEMM: with the points centred (the
+    cost is translation invariant), :math:`(h_j - C_{ij})/\varepsilon = (h_j - |y_j|^2 + 2 x_i\cdot y_j)/\varepsilon
+    - |x_i|^2/\varepsilon`, and the row term :math:`|x_i|^2` leaves the log-sum-exp.
+    """
     n, m = x.shape[1], y.shape[1]
     batch = max(h.shape[0], x.shape[0])
+    if sqeuclidean:
+        centre = torch.cat([x, y], dim=1).mean(dim=1, keepdim=True)
+        x = x - centre
+        y = y - centre
+        x2 = (x * x).sum(-1)  # (Bc, n)
+        hb = (h - (y * y).sum(-1)) / eps  # (B, m)
+        yt = y.transpose(-1, -2)
+        if hb.shape[0] != batch:
+            hb = hb.expand(batch, m)
+        if x.shape[0] != batch:
+            x, x2, yt = x.expand(batch, -1, -1), x2.expand(batch, -1), yt.expand(batch, -1, -1)
     outs: list[torch.Tensor] = []
     for i0 in range(0, n, tile):
         xi = x[:, i0 : i0 + tile]
-        run_max: torch.Tensor | None = None
-        run_sum: torch.Tensor | None = None
+        run: torch.Tensor | None = None
         for j0 in range(0, m, tile):
-            z = (h[:, None, j0 : j0 + tile] - fn(xi, y[:, j0 : j0 + tile])) / eps  # (B, ti, tj)
-            zmax = z.amax(-1)
-            if run_max is None or run_sum is None:
-                new_max = zmax
-                safe = torch.where(torch.isfinite(new_max), new_max, torch.zeros_like(new_max))
-                run_sum = torch.exp(z - safe[..., None]).sum(-1)
+            if sqeuclidean:
+                z = torch.baddbmm(hb[:, None, j0 : j0 + tile], xi, yt[:, :, j0 : j0 + tile], alpha=2.0 / eps)
             else:
-                new_max = torch.maximum(run_max, zmax)
-                safe = torch.where(torch.isfinite(new_max), new_max, torch.zeros_like(new_max))
-                run_sum = run_sum * torch.exp(run_max - safe) + torch.exp(z - safe[..., None]).sum(-1)
-            run_max = new_max
-        assert run_max is not None
-        assert run_sum is not None
-        safe = torch.where(torch.isfinite(run_max), run_max, torch.zeros_like(run_max))
-        outs.append(-eps * (safe + torch.log(run_sum)))
+                z = (h[:, None, j0 : j0 + tile] - fn(xi, y[:, j0 : j0 + tile])) / eps  # (B, ti, tj)
+            part = torch.logsumexp(z, dim=-1)
+            run = part if run is None else torch.logaddexp(run, part)
+        assert run is not None
+        out_i = -eps * run
+        if sqeuclidean:
+            out_i = out_i + x2[:, i0 : i0 + tile]
+        outs.append(out_i)
     out = torch.cat(outs, dim=1)
     return out.expand(batch, n) if out.shape[0] != batch else out
 
@@ -460,9 +472,10 @@ class _OnlineSoftmin(torch.autograd.Function):
         fn: CostFn,
         tile: int,
         kernel: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None,
+        sqeuclidean: bool,
     ) -> torch.Tensor:
         with torch.no_grad():
-            out = kernel(h, x, y) if kernel is not None else _online_softmin_torch(h, x, y, eps, fn, tile)
+            out = kernel(h, x, y) if kernel is not None else _online_softmin_torch(h, x, y, eps, fn, tile, sqeuclidean)
         ctx.save_for_backward(h, x, y, out)
         ctx.eps, ctx.fn, ctx.tile = eps, fn, tile
         return out
@@ -502,7 +515,7 @@ class _OnlineSoftmin(torch.autograd.Function):
                         k += 1
                     if gy is not None:
                         gy[:, j0:j1] += grads[k]
-        return gh, gx, gy, None, None, None, None
+        return gh, gx, gy, None, None, None, None, None
 
 
 class PointCloudCost(Cost):
@@ -662,15 +675,18 @@ class PointCloudCost(Cost):
 
     def _softmin(self, h: torch.Tensor, eps: float, transpose: bool) -> torch.Tensor:
         kernel = self._kernel(eps)
-        if transpose:
+        sq = self.cost_name == "sqeuclidean"
+        if transpose and self.cost_name == "callable":
             fn = self.fn
 
             def fn_t(yt: torch.Tensor, xt: torch.Tensor) -> torch.Tensor:
                 return fn(xt, yt).transpose(-1, -2)
 
-            out = _OnlineSoftmin.apply(h, self._y3, self._x3, eps, fn_t, self.tile, kernel)
+            out = _OnlineSoftmin.apply(h, self._y3, self._x3, eps, fn_t, self.tile, kernel, sq)
+        elif transpose:  # the named costs are symmetric: c(x, y) = c(y, x)
+            out = _OnlineSoftmin.apply(h, self._y3, self._x3, eps, self.fn, self.tile, kernel, sq)
         else:
-            out = _OnlineSoftmin.apply(h, self._x3, self._y3, eps, self.fn, self.tile, kernel)
+            out = _OnlineSoftmin.apply(h, self._x3, self._y3, eps, self.fn, self.tile, kernel, sq)
         assert isinstance(out, torch.Tensor)
         return out
 

@@ -551,7 +551,7 @@ class LightSB(nn.Module):
 
         Args:
             x: states, shape ``(..., D)``.
-            t: a scalar time in ``[0, 1)``.
+            t: a time in ``[0, 1)``, or per-sample times of shape ``x.shape[:-1]``.
 
         Returns:
             Shape ``(..., D)``.
@@ -567,38 +567,102 @@ class LightSB(nn.Module):
             tensor([0.], dtype=torch.float64)
         """
         x = self._check_points("x", x)
-        t_value = float(t) if isinstance(t, torch.Tensor) and t.numel() == 1 else t
-        if isinstance(t_value, (torch.Tensor, bool)) or not isinstance(t_value, int | float):
-            raise SciMLInputError("t", "must be a scalar")
-        if not 0.0 <= t_value < 1.0:
-            raise SciMLInputError("t", f"must lie in [0, 1), got {t_value}")
+        batch_shape = x.shape[:-1]
+        if isinstance(t, bool) or not isinstance(t, (int, float, torch.Tensor)):  # pyright: ignore[reportUnnecessaryIsInstance]
+            raise SciMLInputError("t", f"must be a float or a tensor of times, got {type(t).__name__}")
+        if isinstance(t, torch.Tensor) and t.numel() != 1:
+            if t.shape != batch_shape:
+                raise SciMLInputError(
+                    "t", f"per-sample times must have shape {tuple(batch_shape)}, got {tuple(t.shape)}"
+                )
+            if not bool(((t >= 0) & (t < 1)).all()):
+                raise SciMLInputError("t", "every time must lie in [0, 1)")
+            tt = t.to(dtype=x.dtype, device=x.device)
+        else:
+            t_value = float(t)
+            if not 0.0 <= t_value < 1.0:
+                raise SciMLInputError("t", f"must lie in [0, 1), got {t_value}")
+            tt = torch.full(batch_shape, t_value, dtype=x.dtype, device=x.device)
         eps = self.epsilon
-        tau = t_value / (eps * (1.0 - t_value))
-        u = x / (eps * (1.0 - t_value))
+        one_minus = (1.0 - tt).unsqueeze(-1)  # (..., 1)
+        tau = (tt / (eps * (1.0 - tt)))[..., None, None]  # (..., 1, 1)
+        u = x / (eps * one_minus)
         uk = u.unsqueeze(-2).expand(*u.shape[:-1], self.n_potentials, self.dim)
         rhs = eps * self._apply_s(uk) + self.r  # (..., K, D)
         if self.is_diagonal:
-            m_diag = 1.0 + tau * eps * self.log_s.exp()  # (K, D)
+            m_diag = 1.0 + tau * eps * self.log_s.exp()  # (..., K, D)
             means = rhs / m_diag
             q = self.r / m_diag
             half_logdet = 0.5 * m_diag.log().sum(-1)
         else:
             eye = torch.eye(self.dim, dtype=x.dtype, device=x.device)
-            m_chol = torch.linalg.cholesky(eye + tau * eps * self.covariance_factors())  # (K, D, D)
-            flat = rhs.reshape(-1, self.n_potentials, self.dim).transpose(0, 1).unsqueeze(-1)
-            means = torch.cholesky_solve(flat, m_chol.unsqueeze(1)).squeeze(-1).transpose(0, 1).reshape(rhs.shape)
-            q = torch.cholesky_solve(self.r.unsqueeze(-1), m_chol).squeeze(-1)
+            m_chol = torch.linalg.cholesky(eye + tau[..., None] * eps * self.covariance_factors())  # (..., K, D, D)
+            means = torch.cholesky_solve(rhs.unsqueeze(-1), m_chol).squeeze(-1)
+            q = torch.cholesky_solve(self.r.expand_as(rhs).unsqueeze(-1), m_chol).squeeze(-1)
             half_logdet = torch.diagonal(m_chol, dim1=-2, dim2=-1).log().sum(-1)
         logits = (
             self.log_alpha
             - half_logdet
             + 0.5 * (uk * means).sum(-1)
             + 0.5 * (uk * q).sum(-1)
-            - 0.5 * tau * (self.r * q).sum(-1)
+            - 0.5 * tau[..., 0] * (self.r * q).sum(-1)
         )
         weights = torch.softmax(logits, dim=-1)
         posterior_mean = (weights.unsqueeze(-1) * means).sum(-2)
-        return (posterior_mean - x) / (1.0 - t_value)
+        return (posterior_mean - x) / one_minus
+
+    def sample_bridge_marginal(
+        self,
+        x0: torch.Tensor,
+        x1: torch.Tensor,
+        t: float | torch.Tensor,
+        *,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        r"""Sample :math:`X_t` of the Brownian bridge (diffusion :math:`\varepsilon`) pinned at ``x0`` and ``x1``.
+
+        The Schrödinger bridge is a mixture of such bridges over its endpoint coupling, so with ``x1`` drawn by
+        :meth:`sample` this samples the bridge's time-:math:`t` marginal without simulating an SDE:
+
+        .. math:: X_t = (1 - t)\,x_0 + t\,x_1 + \sqrt{\varepsilon\,t(1 - t)}\;\xi,\qquad \xi\sim N(0, I).
+
+        Args:
+            x0: start points, ``(..., D)``.
+            x1: end points, same shape as ``x0``.
+            t: a time in ``[0, 1]``, or per-sample times of shape ``x0.shape[:-1]``.
+            generator: random generator.
+
+        Returns:
+            Shape ``(..., D)``.
+
+        Raises:
+            SciMLInputError: mismatched shapes, times outside ``[0, 1]``.
+
+        Example:
+            >>> sb = LightSB(2, 1, 0.1, dtype=torch.float64)
+            >>> x0, x1 = torch.zeros(4, 2, dtype=torch.float64), torch.ones(4, 2, dtype=torch.float64)
+            >>> sb.sample_bridge_marginal(x0, x1, 1.0)  # the end point, exactly
+            tensor([[1., 1.],
+                    [1., 1.],
+                    [1., 1.],
+                    [1., 1.]], dtype=torch.float64)
+        """
+        x0 = self._check_points("x0", x0)
+        x1 = self._check_points("x1", x1)
+        if x0.shape != x1.shape:
+            raise SciMLInputError("x1", f"must have the shape of x0 {tuple(x0.shape)}, got {tuple(x1.shape)}")
+        if isinstance(t, torch.Tensor) and t.numel() != 1:
+            if t.shape != x0.shape[:-1]:
+                raise SciMLInputError(
+                    "t", f"per-sample times must have shape {tuple(x0.shape[:-1])}, got {tuple(t.shape)}"
+                )
+            tt = t.to(dtype=x0.dtype, device=x0.device).unsqueeze(-1)
+        else:
+            tt = torch.tensor(float(t), dtype=x0.dtype, device=x0.device)
+        if not bool(((tt >= 0) & (tt <= 1)).all()):
+            raise SciMLInputError("t", "times must lie in [0, 1]")
+        noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=x0.device)
+        return (1.0 - tt) * x0 + tt * x1 + torch.sqrt(self.epsilon * tt * (1.0 - tt)) * noise
 
     def sample_trajectory(
         self, x0: torch.Tensor, n_steps: int = 100, *, generator: torch.Generator | None = None
