@@ -41,6 +41,14 @@ echo "== sciml bench --device cuda"
 "$PY" -m sciml bench --device cuda --json "$OUT/bench-cuda.json" 2>&1 | tee "$OUT/bench-cuda.log"
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 
+echo "== package GPU benchmarks (packages/*/benchmarks/bench_*_gpu.py OUT.json)"
+for script in packages/*/benchmarks/bench_*_gpu.py; do
+    [ -e "$script" ] || continue
+    name=$(basename "$script" .py)
+    "$PY" "$script" "$OUT/$name.json" 2>&1 | tee "$OUT/$name.log"
+    [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+done
+
 echo "== sciml info"
 "$PY" -m sciml info 2>&1 | tee "$OUT/info.txt"
 

@@ -558,7 +558,7 @@ class PointCloudCost(Cost):
         y: torch.Tensor,
         cost: str | tuple[str, float, float] | CostFn = "sqeuclidean",
         *,
-        tile: int = 4096,
+        tile: int = 1024,
         backend: str = "auto",
     ) -> None:
         x = check_tensor("x", x)

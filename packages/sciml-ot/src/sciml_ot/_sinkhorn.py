@@ -313,7 +313,7 @@ def sinkhorn_divergence(
     max_iter: int = 1000,
     check_every: int = 10,
     eps_scaling: float | None = None,
-    tile: int = 4096,
+    tile: int = 1024,
     backend: str = "auto",
     progress: bool = False,
 ) -> torch.Tensor:

@@ -1,0 +1,231 @@
+"""Forward+backward time and peak memory of the fused EvoNorm-S0/B0 against timm's layers and BatchNorm2d+ReLU.
+
+Run on a CUDA machine from the repository root (sources on ``PYTHONPATH`` or the packages installed)::
+
+    python packages/sciml-norm/benchmarks/bench_evonorm_gpu.py results.json [--dtypes float32 bfloat16]
+        [--shapes 64x256x56x56 ...] [--iters 20] [--warmup 5] [--channels-last]
+
+For every shape and dtype it times one training step of the layer alone, ``y = layer(x)`` then the gradients of
+``<y, g>`` for the input and the parameters, with CUDA events (mean over ``--iters`` steps after ``--warmup``), and
+records the peak of ``torch.cuda.max_memory_allocated`` during one step above what was allocated before it (inputs,
+parameters and the cotangent excluded). Parameters are float32 in every case (the mixed-precision setup: bfloat16
+activations, float32 weights), which every contender accepts. Contenders:
+
+* ``ours-S0`` / ``ours-B0``: :func:`sciml_norm.evonorm_s0` / :func:`sciml_norm.evonorm_b0` with ``backend="triton"``
+  (B0 in training mode, updating its running variance);
+* ``timm-S0`` / ``timm-B0``: ``timm.layers.EvoNorm2dS0`` / ``EvoNorm2dB0`` (groups 32, training mode);
+* ``bn-relu``: ``torch.nn.BatchNorm2d`` followed by an in-place ``ReLU`` (cuDNN), training mode.
+
+It prints a table (milliseconds, MiB, and the ratios of ours to timm and to BatchNorm+ReLU) and writes the records as
+JSON to the path given first on the command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+DEFAULT_SHAPES = ("64x256x56x56", "64x512x28x28", "64x1024x14x14", "64x2048x7x7")
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+GROUPS = 32
+MIB = 1024.0 * 1024.0
+
+
+def _parse_shape(text: str) -> tuple[int, int, int, int]:
+    parts = tuple(int(p) for p in text.lower().split("x"))
+    if len(parts) != 4:
+        raise argparse.ArgumentTypeError(f"a shape is NxCxHxW, got {text!r}")
+    return parts[0], parts[1], parts[2], parts[3]
+
+
+def contenders(channels: int, device: torch.device) -> dict[str, tuple[Callable[[Tensor], Tensor], list[Tensor]]]:
+    """The layers to compare, each as (function of x, its trainable parameters), parameters in float32.
+
+    Args:
+        channels: C.
+        device: a CUDA device.
+
+    Returns:
+        A dict from the contender's name to (callable, parameters).
+    """
+    import timm.layers.evo_norm as timm_evo
+    from sciml_norm._functional import evonorm_b0, evonorm_s0
+
+    def params(*fill: float) -> list[Tensor]:
+        return [torch.full((channels,), f, device=device, requires_grad=True) for f in fill]
+
+    s0_params = params(1.0, 0.0, 1.0)
+    b0_params = params(1.0, 0.0, 1.0)
+    running = torch.ones(channels, device=device)
+    timm_s0 = timm_evo.EvoNorm2dS0(channels, groups=GROUPS).to(device).train()
+    timm_b0 = timm_evo.EvoNorm2dB0(channels).to(device).train()
+    bn_relu = nn.Sequential(nn.BatchNorm2d(channels), nn.ReLU(inplace=True)).to(device).train()
+
+    def ours_s0(x: Tensor) -> Tensor:
+        weight, bias, v = s0_params
+        return evonorm_s0(x, weight, bias, v, groups=GROUPS, backend="triton")
+
+    def ours_b0(x: Tensor) -> Tensor:
+        weight, bias, v = b0_params
+        return evonorm_b0(x, weight, bias, v, running, training=True, backend="triton")
+
+    return {
+        "ours-S0": (ours_s0, s0_params),
+        "timm-S0": (timm_s0, list(timm_s0.parameters())),
+        "ours-B0": (ours_b0, b0_params),
+        "timm-B0": (timm_b0, list(timm_b0.parameters())),
+        "bn-relu": (bn_relu, list(bn_relu.parameters())),
+    }
+
+
+def measure(
+    layer: Callable[[Tensor], Tensor], params: Sequence[Tensor], x: Tensor, iters: int, warmup: int
+) -> dict[str, float]:
+    """Mean forward+backward time (ms) over ``iters`` steps and the peak extra memory (MiB) of one step.
+
+    Args:
+        layer: function of ``x``.
+        params: the parameters whose gradients the step computes with the input's.
+        x: input, requires grad.
+        iters: timed steps.
+        warmup: untimed steps first (Triton compilation, cuDNN autotuning, allocator warm-up).
+
+    Returns:
+        ``{"ms": ..., "peak_mib": ...}``.
+    """
+    cotangent = torch.randn_like(x)
+    inputs = [x, *params]
+
+    def step() -> None:
+        y = layer(x)
+        torch.autograd.grad(y, inputs, cotangent)
+
+    for _ in range(warmup):
+        step()
+    torch.cuda.synchronize()
+    torch.cuda.empty_cache()
+    base = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    step()
+    torch.cuda.synchronize()
+    peak = torch.cuda.max_memory_allocated() - base
+    start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(iters):
+        step()
+    stop.record()
+    torch.cuda.synchronize()
+    return {"ms": start.elapsed_time(stop) / iters, "peak_mib": peak / MIB}
+
+
+def run(
+    shapes: Sequence[tuple[int, int, int, int]], dtypes: Sequence[str], iters: int, warmup: int, channels_last: bool
+) -> list[dict[str, Any]]:
+    """Measure every contender at every shape and dtype; returns one record per measurement.
+
+    Args:
+        shapes: (N, C, H, W) sizes.
+        dtypes: names from :data:`DTYPES`.
+        iters: timed steps per measurement.
+        warmup: untimed steps first.
+        channels_last: feed channels-last input instead of NCHW.
+
+    Returns:
+        Records with the keys shape, dtype, layout, layer, ms, peak_mib.
+    """
+    device = torch.device("cuda")
+    records: list[dict[str, Any]] = []
+    for shape in shapes:
+        for dtype_name in dtypes:
+            layers = contenders(shape[1], device)
+            for name, (layer, params) in layers.items():
+                x = torch.randn(shape, device=device, dtype=DTYPES[dtype_name])
+                if channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                x.requires_grad_(True)
+                try:
+                    result = measure(layer, params, x, iters, warmup)
+                except torch.cuda.OutOfMemoryError:
+                    result = {"ms": float("nan"), "peak_mib": float("nan")}
+                    torch.cuda.empty_cache()
+                records.append(
+                    {
+                        "shape": list(shape),
+                        "dtype": dtype_name,
+                        "layout": "channels_last" if channels_last else "nchw",
+                        "layer": name,
+                        **result,
+                    }
+                )
+                del x
+            del layers
+            torch.cuda.empty_cache()
+    return records
+
+
+def table(records: Sequence[dict[str, Any]]) -> str:
+    """Format the records: one row per (shape, dtype, layer), with ours/timm and ours/BN ratios on our rows.
+
+    Args:
+        records: from :func:`run`.
+
+    Returns:
+        The table as text.
+    """
+    index = {(tuple(r["shape"]), r["dtype"], r["layer"]): r for r in records}
+    header = f"{'shape':>16} {'dtype':>9} {'layer':>8} {'ms':>9} {'MiB':>9}"
+    lines = [header + f" {'t/timm':>7} {'t/BN':>6} {'m/timm':>7} {'m/BN':>6}"]
+    for r in records:
+        key = (tuple(r["shape"]), r["dtype"])
+        ratios = ""
+        if r["layer"].startswith("ours-"):
+            timm_row = index.get((*key, "timm-" + r["layer"][5:]))
+            bn_row = index.get((*key, "bn-relu"))
+            if timm_row is not None and bn_row is not None:
+                ratios = (
+                    f" {r['ms'] / timm_row['ms']:7.2f} {r['ms'] / bn_row['ms']:6.2f}"
+                    f" {r['peak_mib'] / timm_row['peak_mib']:7.2f} {r['peak_mib'] / bn_row['peak_mib']:6.2f}"
+                )
+        shape = "x".join(str(s) for s in r["shape"])
+        lines.append(f"{shape:>16} {r['dtype']:>9} {r['layer']:>8} {r['ms']:9.3f} {r['peak_mib']:9.1f}{ratios}")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Command line entry: parse the arguments, measure, print the table, write the JSON.
+
+    Args:
+        argv: the arguments (default: ``sys.argv[1:]``).
+    """
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("json", type=Path, help="where to write the records (JSON)")
+    parser.add_argument("--shapes", nargs="+", type=_parse_shape, default=[_parse_shape(s) for s in DEFAULT_SHAPES])
+    parser.add_argument("--dtypes", nargs="+", choices=sorted(DTYPES), default=["float32", "bfloat16"])
+    parser.add_argument("--iters", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--channels-last", action="store_true")
+    args = parser.parse_args(argv)
+    if not torch.cuda.is_available():
+        raise SystemExit("bench_evonorm_gpu.py needs a CUDA device")
+    torch.backends.cudnn.benchmark = True
+    records = run(args.shapes, args.dtypes, args.iters, args.warmup, args.channels_last)
+    print(f"device: {torch.cuda.get_device_name(0)}; torch {torch.__version__}")
+    print(table(records))
+    payload = {
+        "device": torch.cuda.get_device_name(0),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "records": records,
+    }
+    args.json.write_text(json.dumps(payload, indent=2))
+
+
+if __name__ == "__main__":
+    main()

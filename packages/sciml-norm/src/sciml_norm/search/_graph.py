@@ -1,0 +1,606 @@
+"""Normalization-activation layers as computation graphs, their module form, random graphs and mutation.
+
+Reference: Hanxiao Liu, Andrew Brock, Karen Simonyan, Quoc V. Le, "Evolving Normalization-Activation Layers",
+NeurIPS 2020 (arXiv:2004.02967), Section 3.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from sciml_protocols import SciMLInputError
+from torch import nn
+
+from ._primitives import OPS, _variance, aggregate
+
+__all__ = [
+    "INITIAL_NODES",
+    "GraphLayer",
+    "LayerGraph",
+    "Node",
+    "known_layers",
+    "mutate",
+    "random_graph",
+]
+
+#: Names of the four initial nodes, in index order: the input, a constant zero and two per-channel vectors.
+INITIAL_NODES: tuple[str, ...] = ("x", "0", "v0", "v1")
+_FORMAT_VERSION = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class Node:
+    """An intermediate node: a primitive applied to earlier nodes.
+
+    Attributes:
+        op: a primitive's name (a key of :data:`sciml_norm.search.OPS`).
+        inputs: indices of the operands; 0-3 are the initial nodes ``x, 0, v0, v1``, ``4 + i`` is intermediate
+            node ``i``. Every index is smaller than the node's own index, so the graph is a DAG.
+
+    Example:
+        >>> Node("add", (0, 3))
+        Node(op='add', inputs=(0, 3))
+    """
+
+    op: str
+    inputs: tuple[int, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerGraph:
+    r"""A normalization-activation layer as a DAG over the primitives of Liu et al. (2020).
+
+    Node ``4 + i`` applies ``nodes[i].op`` to earlier nodes; the last node is the layer's output ``z`` and every
+    layer ends with a per-channel affine map :math:`y = \gamma \odot z + \beta`. The initial nodes are the input
+    :math:`x \in \mathbb{R}^{N \times C \times H \times W}`, the constant 0 and trainable per-channel vectors
+    :math:`v_0` (initialized to 0) and :math:`v_1` (initialized to 1). Batch aggregations keep running estimates
+    (momentum ``momentum``) used in evaluation mode, like batch normalization.
+
+    Attributes:
+        nodes: the intermediate nodes, in topological order.
+        groups: number of channel groups of the ``*_group`` aggregations.
+        eps: added to variances by the ``std_*`` aggregations.
+        momentum: running-statistics momentum of the batch aggregations.
+
+    Raises:
+        SciMLInputError: unknown op, wrong number of inputs, an input that is not an earlier node, no nodes,
+            non-positive ``groups`` or ``eps``, ``momentum`` outside ``[0, 1]``.
+
+    Example:
+        >>> graph = LayerGraph.evonorm_s0(groups=2)
+        >>> print(graph)
+        x·sigmoid(x·v1) / std_ghw(x)
+        >>> layer = graph.to_module(4)
+        >>> layer(torch.randn(2, 4, 3, 3)).shape
+        torch.Size([2, 4, 3, 3])
+
+    References:
+        Liu, Brock, Simonyan, Le, "Evolving Normalization-Activation Layers", NeurIPS 2020, arXiv:2004.02967.
+    """
+
+    nodes: tuple[Node, ...]
+    groups: int = 4
+    eps: float = 1e-5
+    momentum: float = 0.1
+
+    def __post_init__(self) -> None:
+        nodes = tuple(
+            n if isinstance(n, Node) else Node(str(n[0]), tuple(int(i) for i in n[1]))  # type: ignore[index]
+            for n in self.nodes
+        )
+        object.__setattr__(self, "nodes", nodes)
+        if not nodes:
+            raise SciMLInputError("nodes", "a graph needs at least one intermediate node")
+        for position, node in enumerate(nodes):
+            own = len(INITIAL_NODES) + position
+            if node.op not in OPS:
+                raise SciMLInputError("nodes", f"node {own} has unknown op {node.op!r}; known: {sorted(OPS)}")
+            if len(node.inputs) != OPS[node.op].arity:
+                raise SciMLInputError(
+                    "nodes", f"node {own} ({node.op}) needs {OPS[node.op].arity} inputs, got {len(node.inputs)}"
+                )
+            for i in node.inputs:
+                if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < own:
+                    raise SciMLInputError("nodes", f"node {own} has input {i!r}; inputs must be in [0, {own})")
+        if isinstance(self.groups, bool) or not isinstance(self.groups, int) or self.groups < 1:
+            raise SciMLInputError("groups", f"must be a positive integer, got {self.groups!r}")
+        if not (isinstance(self.eps, int | float) and self.eps > 0):
+            raise SciMLInputError("eps", f"must be a positive number, got {self.eps!r}")
+        if not (isinstance(self.momentum, int | float) and 0.0 <= self.momentum <= 1.0):
+            raise SciMLInputError("momentum", f"must be in [0, 1], got {self.momentum!r}")
+
+    # ----------------------------------------------------------------- structure
+    @property
+    def output(self) -> int:
+        """Index of the output node (the last one)."""
+        return len(INITIAL_NODES) + len(self.nodes) - 1
+
+    def node(self, index: int) -> Node:
+        """The intermediate node with graph index ``index`` (``>= 4``)."""
+        return self.nodes[index - len(INITIAL_NODES)]
+
+    def live(self) -> frozenset[int]:
+        """Indices (initial and intermediate) that the output depends on, the output included."""
+        seen: set[int] = set()
+        stack = [self.output]
+        while stack:
+            index = stack.pop()
+            if index in seen:
+                continue
+            seen.add(index)
+            if index >= len(INITIAL_NODES):
+                stack.extend(self.node(index).inputs)
+        return frozenset(seen)
+
+    def depends_on_input(self) -> bool:
+        """Whether the output is a function of ``x`` (a graph that ignores its input cannot normalize it)."""
+        return 0 in self.live()
+
+    def is_pointwise_in_input(self) -> bool:
+        """Whether a chain of element-wise operations links ``x`` to the output.
+
+        Aggregations reduce over the spatial axes, so a graph whose every path from ``x`` crosses one outputs
+        per-channel constants and discards the feature map: such graphs cannot work as a layer and are never
+        generated by :func:`random_graph` or :func:`mutate`.
+        """
+        pointwise = {0}
+        for position, node in enumerate(self.nodes):
+            if OPS[node.op].kind == "elementwise" and any(i in pointwise for i in node.inputs):
+                pointwise.add(len(INITIAL_NODES) + position)
+        return self.output in pointwise
+
+    def uses_groups(self) -> bool:
+        """Whether a live node aggregates over channel groups."""
+        return any(OPS[self.node(i).op].axes == "group" for i in self.live() if i >= len(INITIAL_NODES))
+
+    def pruned(self) -> LayerGraph:
+        """The same function with the dead nodes removed and the rest renumbered (a canonical key for caching).
+
+        Example:
+            >>> g = LayerGraph((Node("tanh", (0,)), Node("abs", (0,))))
+            >>> g.pruned().nodes
+            (Node(op='abs', inputs=(0,)),)
+        """
+        live = sorted(i for i in self.live() if i >= len(INITIAL_NODES))
+        renumber = {i: i for i in range(len(INITIAL_NODES))}
+        nodes = []
+        for new, old in enumerate(live):
+            renumber[old] = len(INITIAL_NODES) + new
+            node = self.node(old)
+            nodes.append(Node(node.op, tuple(renumber[i] for i in node.inputs)))
+        return dataclasses.replace(self, nodes=tuple(nodes))
+
+    # ----------------------------------------------------------------- printing
+    def formula(self) -> str:
+        """The output as a formula over ``x, 0, v0, v1`` (shared sub-expressions are written out each time).
+
+        Example:
+            >>> LayerGraph.bn_relu().formula()
+            'max((((x + -mean_bhw(x)) / std_bhw(x))·v1 + v0), 0)'
+        """
+        text: dict[int, str] = dict(enumerate(INITIAL_NODES))
+        for index in sorted(self.live()):
+            if index < len(INITIAL_NODES):
+                continue
+            node = self.node(index)
+            text[index] = OPS[node.op].symbol.format(*(text[i] for i in node.inputs))
+        result = text[self.output]
+        if result.startswith("(") and _balanced(result[1:-1]):
+            result = result[1:-1]
+        return result
+
+    def __str__(self) -> str:
+        return self.formula()
+
+    # ----------------------------------------------------------------- serialization
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-compatible dictionary (see :meth:`from_dict`)."""
+        return {
+            "format": "sciml_norm.LayerGraph",
+            "version": _FORMAT_VERSION,
+            "nodes": [{"op": n.op, "inputs": list(n.inputs)} for n in self.nodes],
+            "groups": self.groups,
+            "eps": self.eps,
+            "momentum": self.momentum,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> LayerGraph:
+        """Rebuild a graph from :meth:`to_dict`'s output.
+
+        Raises:
+            SciMLInputError: not a mapping, a missing key, a malformed node, an unsupported format version.
+        """
+        if not isinstance(data, Mapping):
+            raise SciMLInputError("data", f"must be a mapping, got {type(data).__name__}")
+        if data.get("version") != _FORMAT_VERSION:
+            raise SciMLInputError("data", f"unsupported format version {data.get('version')!r}")
+        try:
+            nodes = tuple(Node(str(n["op"]), tuple(n["inputs"])) for n in data["nodes"])
+            return cls(nodes, groups=data["groups"], eps=float(data["eps"]), momentum=float(data["momentum"]))
+        except (KeyError, TypeError) as error:
+            raise SciMLInputError("data", f"malformed graph: {error!r}") from None
+
+    def to_json(self) -> str:
+        """The graph as a JSON string.
+
+        Example:
+            >>> g = LayerGraph.evonorm_b0()
+            >>> LayerGraph.from_json(g.to_json()) == g
+            True
+        """
+        return json.dumps(self.to_dict())
+
+    @classmethod
+    def from_json(cls, text: str) -> LayerGraph:
+        """Rebuild a graph from :meth:`to_json`'s output.
+
+        Raises:
+            SciMLInputError: invalid JSON or a malformed graph.
+        """
+        try:
+            data = json.loads(text)
+        except (TypeError, json.JSONDecodeError) as error:
+            raise SciMLInputError("text", f"not valid JSON: {error}") from None
+        return cls.from_dict(data)
+
+    # ----------------------------------------------------------------- modules
+    def to_module(
+        self, num_channels: int, *, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+    ) -> GraphLayer:
+        """The layer as an ``nn.Module`` for ``(N, num_channels, H, W)`` inputs (see :class:`GraphLayer`)."""
+        return GraphLayer(self, num_channels, device=device, dtype=dtype)
+
+    # ----------------------------------------------------------------- known layers
+    @classmethod
+    def bn_relu(cls, *, eps: float = 1e-5, momentum: float = 0.1) -> LayerGraph:
+        r"""BatchNorm followed by ReLU: :math:`\max(v_1 (x - \mu_{b,h,w}) / s_{b,h,w} + v_0, 0)`.
+
+        ``v1``/``v0`` play BatchNorm's weight and bias; the final affine map starts as the identity.
+        """
+        return cls(
+            (
+                Node("mean_batch", (0,)),  # 4
+                Node("neg", (4,)),  # 5
+                Node("add", (0, 5)),  # 6
+                Node("std_batch", (0,)),  # 7
+                Node("div", (6, 7)),  # 8
+                Node("mul", (8, 3)),  # 9
+                Node("add", (9, 2)),  # 10
+                Node("max", (10, 1)),  # 11
+            ),
+            groups=1,
+            eps=eps,
+            momentum=momentum,
+        )
+
+    @classmethod
+    def gn_relu(cls, *, groups: int = 4, eps: float = 1e-5) -> LayerGraph:
+        r"""GroupNorm followed by ReLU: :math:`\max(v_1 (x - \mu_{g,h,w}) / s_{g,h,w} + v_0, 0)`."""
+        return cls(
+            (
+                Node("mean_group", (0,)),
+                Node("neg", (4,)),
+                Node("add", (0, 5)),
+                Node("std_group", (0,)),
+                Node("div", (6, 7)),
+                Node("mul", (8, 3)),
+                Node("add", (9, 2)),
+                Node("max", (10, 1)),
+            ),
+            groups=groups,
+            eps=eps,
+        )
+
+    @classmethod
+    def relu(cls) -> LayerGraph:
+        r"""ReLU alone (no normalization): :math:`\max(x, 0)`."""
+        return cls((Node("max", (0, 1)),), groups=1)
+
+    @classmethod
+    def evonorm_s0(cls, *, groups: int = 4, eps: float = 1e-5) -> LayerGraph:
+        r"""EvoNorm-S0: :math:`x \sigma(v_1 x) / s_{g,h,w}(x)` (``v1`` is timm's ``v``, initialized to 1)."""
+        return cls(
+            (
+                Node("mul", (0, 3)),
+                Node("sigmoid", (4,)),
+                Node("mul", (0, 5)),
+                Node("std_group", (0,)),
+                Node("div", (6, 7)),
+            ),
+            groups=groups,
+            eps=eps,
+        )
+
+    @classmethod
+    def evonorm_b0(cls, *, eps: float = 1e-3, momentum: float = 0.1) -> LayerGraph:
+        r"""EvoNorm-B0: :math:`x / \max(s_{b,h,w}(x), v_1 x + s_{h,w}(x))` (``v1`` is timm's ``v``)."""
+        return cls(
+            (
+                Node("std_batch", (0,)),
+                Node("mul", (0, 3)),
+                Node("std_instance", (0,)),
+                Node("add", (5, 6)),
+                Node("max", (4, 7)),
+                Node("div", (0, 8)),
+            ),
+            groups=1,
+            eps=eps,
+            momentum=momentum,
+        )
+
+
+def _balanced(text: str) -> bool:
+    depth = 0
+    for char in text:
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if depth < 0:
+            return False
+    return depth == 0
+
+
+def known_layers(*, groups: int = 4) -> dict[str, LayerGraph]:
+    """The hand-designed and discovered layers the search space contains, by name.
+
+    Example:
+        >>> sorted(known_layers())
+        ['BN-ReLU', 'EvoNorm-B0', 'EvoNorm-S0', 'GN-ReLU', 'ReLU']
+    """
+    return {
+        "BN-ReLU": LayerGraph.bn_relu(),
+        "GN-ReLU": LayerGraph.gn_relu(groups=groups),
+        "EvoNorm-S0": LayerGraph.evonorm_s0(groups=groups),
+        "EvoNorm-B0": LayerGraph.evonorm_b0(),
+        "ReLU": LayerGraph.relu(),
+    }
+
+
+class GraphLayer(nn.Module):
+    r"""A :class:`LayerGraph` evaluated as a module: :math:`y = \gamma \odot \mathrm{graph}(x) + \beta`.
+
+    Parameters: ``v0`` (zeros), ``v1`` (ones), ``weight`` (:math:`\gamma`, ones), ``bias`` (:math:`\beta`, zeros), all
+    of shape ``(C,)``. Buffers: ``running_<index>`` for each live batch aggregation (a running mean, a running
+    variance with Bessel's correction :math:`n/(n-1)` as in BatchNorm, or a running second moment), used in
+    evaluation mode.
+
+    Args:
+        graph: the layer's graph.
+        num_channels: ``C``.
+        device: factory keyword for the parameters.
+        dtype: factory keyword for the parameters.
+
+    Raises:
+        SciMLInputError: ``num_channels`` not a positive integer, or a live group aggregation whose ``groups`` does
+            not divide it; in ``forward``, an input that is not a 4-D floating tensor with ``C`` channels.
+
+    Example:
+        >>> layer = LayerGraph.relu().to_module(3)
+        >>> layer(torch.tensor([-1.0, 2.0, -3.0]).view(1, 3, 1, 1)).flatten().tolist()
+        [0.0, 2.0, 0.0]
+    """
+
+    def __init__(
+        self,
+        graph: LayerGraph,
+        num_channels: int,
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        if not isinstance(graph, LayerGraph):
+            raise SciMLInputError("graph", f"must be a LayerGraph, got {type(graph).__name__}")
+        if isinstance(num_channels, bool) or not isinstance(num_channels, int) or num_channels < 1:
+            raise SciMLInputError("num_channels", f"must be a positive integer, got {num_channels!r}")
+        if graph.uses_groups() and num_channels % graph.groups:
+            raise SciMLInputError("num_channels", f"{num_channels} is not divisible by groups={graph.groups}")
+        factory: dict[str, Any] = {"device": device, "dtype": dtype}
+        self.graph = graph
+        self.num_channels = num_channels
+        self.v0 = nn.Parameter(torch.zeros(num_channels, **factory))
+        self.v1 = nn.Parameter(torch.ones(num_channels, **factory))
+        self.weight = nn.Parameter(torch.ones(num_channels, **factory))
+        self.bias = nn.Parameter(torch.zeros(num_channels, **factory))
+        self._order = tuple(sorted(i for i in graph.live() if i >= len(INITIAL_NODES)))
+        for index in self._order:
+            primitive = OPS[graph.node(index).op]
+            if primitive.axes == "batch":
+                initial = torch.zeros if primitive.statistic == "mean" else torch.ones
+                self.register_buffer(f"running_{index}", initial(num_channels, **factory))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Evaluate the graph on ``x`` of shape ``(N, C, H, W)``; returns the same shape."""
+        if not isinstance(x, torch.Tensor) or x.dim() != 4:
+            raise SciMLInputError("x", f"must be a 4-D tensor (N, C, H, W), got {getattr(x, 'shape', type(x))}")
+        if x.shape[1] != self.num_channels:
+            raise SciMLInputError("x", f"has {x.shape[1]} channels, the layer was built for {self.num_channels}")
+        if not x.is_floating_point():
+            raise SciMLInputError("x", f"must be floating point, got {x.dtype}")
+        if x.numel() == 0:
+            raise SciMLInputError("x", "must not be empty")
+        graph = self.graph
+        shape = x.shape
+        values: dict[int, torch.Tensor] = {
+            0: x,
+            1: x.new_zeros(()),
+            2: self.v0.to(x.dtype).view(1, -1, 1, 1),
+            3: self.v1.to(x.dtype).view(1, -1, 1, 1),
+        }
+        for index in self._order:
+            node = graph.node(index)
+            primitive = OPS[node.op]
+            operands = [values[i] for i in node.inputs]
+            if primitive.function is not None:
+                values[index] = primitive.function(*operands)
+                continue
+            assert primitive.statistic is not None
+            assert primitive.axes is not None
+            if primitive.axes == "batch":
+                values[index] = self._batch_statistic(index, operands[0], primitive.statistic, shape)
+            else:
+                values[index] = aggregate(
+                    operands[0], primitive.statistic, primitive.axes, shape=shape, groups=graph.groups, eps=graph.eps
+                )
+        out = values[graph.output]
+        out = self.weight.to(x.dtype).view(1, -1, 1, 1) * out + self.bias.to(x.dtype).view(1, -1, 1, 1)
+        return out if out.shape == shape else out.expand(shape).contiguous()
+
+    def _batch_statistic(self, index: int, value: torch.Tensor, statistic: str, shape: torch.Size) -> torch.Tensor:
+        running: torch.Tensor = getattr(self, f"running_{index}")
+        eps = self.graph.eps
+        if not self.training:
+            stored = running.to(value.dtype).view(1, -1, 1, 1)
+            return (stored + eps).sqrt() if statistic == "std" else stored
+        full = value.expand(shape)
+        dims = (0, 2, 3)
+        momentum = self.graph.momentum
+        if statistic == "std":
+            variance = _variance(full, dims)
+            count = shape[0] * shape[2] * shape[3]
+            correction = count / (count - 1) if count > 1 else 1.0
+            update = variance.detach().flatten() * correction
+            result = (variance + eps).sqrt()
+        else:
+            result = full.mean(dim=dims, keepdim=True) if statistic == "mean" else full.square().mean(dims, True)
+            update = result.detach().flatten()
+        with torch.no_grad():
+            running.mul_(1.0 - momentum).add_(update.to(running.dtype), alpha=momentum)
+        return result
+
+    def extra_repr(self) -> str:
+        return f"{self.num_channels}, formula={self.graph.formula()!r}"
+
+
+def _as_rng(rng: random.Random | int) -> random.Random:
+    if isinstance(rng, random.Random):
+        return rng
+    if isinstance(rng, bool) or not isinstance(rng, int):
+        raise SciMLInputError("rng", f"must be a random.Random or an int seed, got {type(rng).__name__}")
+    return random.Random(rng)
+
+
+def _random_node(rng: random.Random, index: int, ops: Sequence[str]) -> Node:
+    op = rng.choice(ops)
+    return Node(op, tuple(rng.randrange(index) for _ in range(OPS[op].arity)))
+
+
+def random_graph(
+    rng: random.Random | int,
+    *,
+    num_nodes: int | tuple[int, int] = (4, 8),
+    groups: int = 4,
+    eps: float = 1e-5,
+    ops: Sequence[str] | None = None,
+    max_tries: int = 1000,
+) -> LayerGraph:
+    """A random layer graph whose output depends on ``x`` through element-wise operations.
+
+    Each intermediate node draws its op uniformly from ``ops`` and its inputs uniformly from all earlier nodes
+    (initial nodes included); graphs failing :meth:`LayerGraph.is_pointwise_in_input` are redrawn.
+
+    Args:
+        rng: a ``random.Random`` (advanced in place) or an integer seed.
+        num_nodes: number of intermediate nodes, or an inclusive range ``(low, high)`` to draw it from.
+        groups: channel groups of the group aggregations.
+        eps: the variance epsilon of the ``std`` aggregations.
+        ops: the primitives to draw from (default: all of :data:`OPS`).
+        max_tries: redraws allowed before giving up.
+
+    Returns:
+        A valid graph.
+
+    Raises:
+        SciMLInputError: a bad ``num_nodes``, an unknown op, or no valid graph after ``max_tries`` draws.
+
+    Example:
+        >>> g = random_graph(0, num_nodes=5)
+        >>> len(g.nodes), g.depends_on_input()
+        (5, True)
+    """
+    rng = _as_rng(rng)
+    low, high = (num_nodes, num_nodes) if isinstance(num_nodes, int) else tuple(num_nodes)
+    if not (isinstance(low, int) and isinstance(high, int) and 1 <= low <= high):
+        raise SciMLInputError("num_nodes", f"must be a positive int or a range (low, high), got {num_nodes!r}")
+    choices = tuple(sorted(OPS)) if ops is None else tuple(ops)
+    unknown = [op for op in choices if op not in OPS]
+    if unknown or not choices:
+        raise SciMLInputError("ops", f"unknown or empty ops {unknown or choices!r}")
+    for _ in range(max_tries):
+        count = rng.randint(low, high)
+        nodes: list[Node] = []
+        for position in range(count):
+            nodes.append(_random_node(rng, len(INITIAL_NODES) + position, choices))
+        graph = LayerGraph(tuple(nodes), groups=groups, eps=eps)
+        if graph.is_pointwise_in_input():
+            return graph
+    raise SciMLInputError("max_tries", f"no valid graph found in {max_tries} draws")
+
+
+def mutate(
+    graph: LayerGraph, rng: random.Random | int, *, ops: Sequence[str] | None = None, max_tries: int = 1000
+) -> LayerGraph:
+    """A child of ``graph``: one live intermediate node gets a new op or one new input (Liu et al., Sec. 3.2).
+
+    The node is drawn among those the output depends on; with probability 1/2 its op is replaced by a different
+    one (an added operand, when the arity grows, is drawn among earlier nodes; when it shrinks one operand is
+    kept), otherwise one of its inputs is replaced by another earlier node. Inputs always point to earlier nodes,
+    so the child is a DAG; children failing :meth:`LayerGraph.is_pointwise_in_input` or that compute the same
+    function as the parent (same pruned graph) are redrawn.
+
+    Args:
+        graph: the parent.
+        rng: a ``random.Random`` (advanced in place) or an integer seed.
+        ops: the primitives to draw from (default: all).
+        max_tries: redraws allowed before giving up.
+
+    Returns:
+        A valid graph with as many nodes as the parent.
+
+    Raises:
+        SciMLInputError: ``graph`` not a LayerGraph, unknown ops, or no valid child in ``max_tries`` draws.
+
+    Example:
+        >>> child = mutate(LayerGraph.evonorm_s0(), 0)
+        >>> child.depends_on_input(), child.pruned() != LayerGraph.evonorm_s0().pruned()
+        (True, True)
+    """
+    if not isinstance(graph, LayerGraph):
+        raise SciMLInputError("graph", f"must be a LayerGraph, got {type(graph).__name__}")
+    rng = _as_rng(rng)
+    choices = tuple(sorted(OPS)) if ops is None else tuple(ops)
+    if not choices or any(op not in OPS for op in choices):
+        raise SciMLInputError("ops", f"unknown or empty ops {choices!r}")
+    parent_key = graph.pruned()
+    candidates = sorted(i for i in graph.live() if i >= len(INITIAL_NODES))
+    for _ in range(max_tries):
+        index = rng.choice(candidates)
+        node = graph.node(index)
+        if rng.random() < 0.5:
+            others = [op for op in choices if op != node.op]
+            if not others:
+                continue
+            op = rng.choice(others)
+            arity = OPS[op].arity
+            if arity == len(node.inputs):
+                inputs = node.inputs
+            elif arity > len(node.inputs):
+                inputs = node.inputs + tuple(rng.randrange(index) for _ in range(arity - len(node.inputs)))
+            else:
+                inputs = (rng.choice(node.inputs),)
+            new = Node(op, inputs)
+        else:
+            slot = rng.randrange(len(node.inputs))
+            inputs = list(node.inputs)
+            inputs[slot] = rng.randrange(index)
+            new = Node(node.op, tuple(inputs))
+        nodes = list(graph.nodes)
+        nodes[index - len(INITIAL_NODES)] = new
+        child = dataclasses.replace(graph, nodes=tuple(nodes))
+        if child.is_pointwise_in_input() and child.pruned() != parent_key:
+            return child
+    raise SciMLInputError("max_tries", f"no valid child found in {max_tries} draws")

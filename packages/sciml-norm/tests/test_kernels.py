@@ -1,0 +1,333 @@
+"""Fused EvoNorm-S0/B0 (sciml_norm._kernels.evonorm): closed-form backward, operators, Triton parity.
+
+Oracles: the eager autograd path of sciml_norm._functional (itself checked against timm in test_functional.py),
+torch's gradcheck in float64 for the hand-written backward formulas, ``torch.library.opcheck`` for the operators.
+Run the interpreter tests with
+``TRITON_INTERPRET=1 uv run pytest -m interpret packages/sciml-norm/tests/test_kernels.py`` (the variable must be set
+before triton defines the kernels; they are built on first launch, inside the tests).
+"""
+
+import pytest
+import torch
+from sciml_norm._functional import evonorm_b0, evonorm_s0
+from sciml_norm._kernels import evonorm as fused
+from sciml_protocols.testing import assert_close, assert_interpreter_parity, gradcheck_float64, interpreter_enabled
+
+F32, F64 = torch.float32, torch.float64
+needs_interpreter = pytest.mark.skipif(not interpreter_enabled(), reason="needs TRITON_INTERPRET=1 at startup")
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+
+def make(shape, dtype=F64, channels_last=False, seed=0, device="cpu"):
+    """x, cotangent, weight, bias, v, running_var with non-trivial values."""
+    g = torch.Generator().manual_seed(seed)
+    c = shape[1]
+    x = 1.5 * torch.randn(*shape, generator=g, dtype=F64) + 0.3
+    cot = torch.randn(*shape, generator=g, dtype=F64)
+    w = torch.rand(c, generator=g, dtype=F64) + 0.5
+    b = torch.randn(c, generator=g, dtype=F64)
+    v = torch.randn(c, generator=g, dtype=F64)
+    rv = torch.rand(c, generator=g, dtype=F64) + 0.5
+    out = [t.to(device=device, dtype=dtype) for t in (x, cot, w, b, v, rv)]
+    if channels_last:
+        out[0] = out[0].contiguous(memory_format=torch.channels_last)
+    return out
+
+
+def s0_run(backend, groups, x, cot, w, b, v):
+    """Forward and backward through the public function: (y, dx, dw, db, dv)."""
+    leaves = [t.detach().clone().requires_grad_() for t in (x, w, b, v)]
+    y = evonorm_s0(*leaves, groups=groups, backend=backend)
+    y.backward(cot)
+    return (y.detach(), *(t.grad for t in leaves))
+
+
+def b0_run(backend, training, x, cot, w, b, v, rv):
+    """Forward and backward: (y, dx, dw, db, dv, running_var after the step)."""
+    leaves = [t.detach().clone().requires_grad_() for t in (x, w, b, v)]
+    running = rv.detach().clone()
+    y = evonorm_b0(*leaves[:4], running, training=training, backend=backend)
+    y.backward(cot)
+    return (y.detach(), *(t.grad for t in leaves), running)
+
+
+def s0_fused_run(groups, x, cot, w, b, v):
+    leaves = [t.detach().clone().requires_grad_() for t in (x, w, b, v)]
+    y = fused.evonorm_s0_fused(*leaves, groups, 1e-5, "torch")
+    y.backward(cot)
+    return (y.detach(), *(t.grad for t in leaves))
+
+
+def b0_fused_run(training, x, cot, w, b, v, rv):
+    leaves = [t.detach().clone().requires_grad_() for t in (x, w, b, v)]
+    running = rv.detach().clone()
+    y = fused.evonorm_b0_fused(*leaves, running, training, 0.1, 1e-3, True, "torch")
+    y.backward(cot)
+    return (y.detach(), *(t.grad for t in leaves), running)
+
+
+def check_all(got, want, rtol, atol):
+    for index, (a, b) in enumerate(zip(got, want, strict=True)):
+        assert a is not None
+        assert b is not None
+        assert a.dtype == b.dtype, f"output {index}"
+        assert_close(a, b, rtol=rtol, atol=atol, msg=f"output {index}")
+
+
+# ----------------------------------------------------------------------------------------------- two-pass reference
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_two_pass_algorithm_matches_eager(channels_last):
+    # the fused algorithm (statistics combined from per-channel sums, hand-written backward) in PyTorch operations
+    for shape, groups in (((3, 9, 5, 7), 3), ((2, 4, 1, 6), 4), ((2, 6, 3, 1), 1)):
+        args = make(shape, channels_last=channels_last)
+        got = s0_fused_run(groups, *args[:5])
+        check_all(got, s0_run("torch", groups, *args[:5]), 1e-11, 1e-12)
+        assert got[0].is_contiguous(memory_format=torch.channels_last) == (channels_last and shape[2] * shape[3] > 1)
+        for training in (True, False):
+            check_all(b0_fused_run(training, *args), b0_run("torch", training, *args), 1e-11, 1e-12)
+
+
+def test_gradcheck_hand_written_backward():
+    x, _, w, b, v, rv = make((2, 4, 3, 3))
+    gradcheck_float64(lambda *a: fused.evonorm_s0_fused(*a, 2, 1e-5, "torch"), x, w, b, v)
+    for training in (True, False):
+        gradcheck_float64(
+            lambda *a, training=training: fused.evonorm_b0_fused(*a, rv.clone(), training, 0.1, 1e-3, True, "torch"),
+            x,
+            w,
+            b,
+            v,
+        )
+
+
+def test_half_precision_stats_in_float32():
+    x, cot, w, b, v, _rv = make((2, 8, 4, 4), dtype=torch.bfloat16)
+    y, mean, rstd = fused.s0_forward(x, w, b, v, 2, 1e-5, "torch")
+    assert y.dtype == torch.bfloat16
+    assert mean.dtype == rstd.dtype == F32
+    want = s0_run("torch", 2, *(t.double() for t in (x, cot, w, b, v)))[0]
+    assert_close(y.double(), want, rtol=1e-2, atol=1e-2)
+
+
+# torch's fake-tensor conversion inside opcheck reads .grad of a non-leaf (a torch-internal warning it means to hide)
+@pytest.mark.filterwarnings("ignore:The .grad attribute of a Tensor that is not a leaf:UserWarning")
+def test_opcheck():
+    x, _, w, b, v, rv = make((2, 4, 3, 3))
+    params = [t.requires_grad_() for t in (w, b, v)]
+    torch.library.opcheck(fused.evonorm_s0_fwd_op, (x.requires_grad_(), *params, 2, 1e-5, "torch"))
+    xl = x.detach().contiguous(memory_format=torch.channels_last).requires_grad_()
+    # the slow AOT-dispatch check once (above); test_compile_fullgraph traces the B0 operator through AOT too
+    light = ("test_schema", "test_autograd_registration", "test_faketensor")
+    torch.library.opcheck(fused.evonorm_b0_fwd_op, (xl, *params, rv, True, 1e-3, "torch"), test_utils=light)
+
+
+@pytest.mark.compile
+def test_compile_fullgraph():
+    # torch.compile on CPU: the fused operators are opaque graph nodes (their "torch" backend runs here; a Triton
+    # kernel cannot be compiled without a GPU); the B0 running-variance update is traced as an in-place copy.
+    def step(x, w, b, v, running):
+        y = fused.evonorm_s0_fused(x, w, b, v, 2, 1e-5, "torch")
+        z = fused.evonorm_b0_fused(y, w, b, v, running, True, 0.1, 1e-3, True, "torch")
+        return (z * z).sum()
+
+    x, _, w, b, v, rv = make((2, 4, 3, 3))
+    compiled = torch.compile(step, fullgraph=True)
+    inputs = [t.clone().requires_grad_() for t in (x, w, b, v)]
+    running = rv.clone()
+    got = compiled(*inputs, running)
+    got_grads = torch.autograd.grad(got, inputs)
+    reference = [t.clone().requires_grad_() for t in (x, w, b, v)]
+    running_ref = rv.clone()
+    z = evonorm_b0(evonorm_s0(*reference, groups=2), *reference[1:], running_ref, training=True)
+    want = (z * z).sum()
+    assert_close(got, want, rtol=1e-12, atol=1e-12)
+    for a, e in zip(got_grads, torch.autograd.grad(want, reference), strict=True):
+        assert_close(a, e, rtol=1e-10, atol=1e-12)
+    assert_close(running, running_ref, rtol=1e-14, atol=1e-14)
+
+
+# ----------------------------------------------------------------------------------------------- Triton interpreter
+
+# (shape, groups): ragged H*W (35) and C/G (3); H*W = 300 > one 256-wide tile; C = 80 > one 64-channel tile;
+# H = 1 and W = 1 (the flattened H, W stride is the other axis's).
+CASES = [((2, 9, 5, 7), 3), ((2, 3, 15, 20), 1), ((1, 80, 3, 5), 16), ((2, 6, 1, 7), 2), ((3, 4, 5, 1), 4)]
+
+
+@pytest.mark.interpret
+@needs_interpreter
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize(("shape", "groups"), CASES)
+def test_interpreter_parity_s0(shape, groups, channels_last):
+    args = make(shape, channels_last=channels_last)[:5]
+    assert_interpreter_parity(
+        lambda *a: s0_run("triton", groups, *a),
+        lambda *a: s0_run("torch", groups, *a),
+        *args,
+        rtol=1e-5,
+        atol=1e-5,
+    )
+    assert_interpreter_parity(  # float64 at its own tolerance
+        lambda *a: s0_run("triton", groups, *a),
+        lambda *a: s0_run("torch", groups, *a),
+        *args,
+        dtypes=(F64,),
+        rtol=1e-11,
+        atol=1e-12,
+    )
+
+
+@pytest.mark.interpret
+@needs_interpreter
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("shape", [case[0] for case in CASES[:3]])
+def test_interpreter_parity_b0(shape, channels_last, training):
+    args = make(shape, channels_last=channels_last)
+    for dtypes, tol in (((F32,), 1e-5), ((F64,), 1e-11)):
+        assert_interpreter_parity(
+            lambda *a: b0_run("triton", training, *a),
+            lambda *a: b0_run("torch", training, *a),
+            *args,
+            dtypes=dtypes,
+            rtol=tol,
+            atol=tol,
+        )
+
+
+@pytest.mark.interpret
+@needs_interpreter
+def test_interpreter_strided_inputs():
+    x, cot, w, b, v, rv = make((2, 6, 4, 5))
+    # H and W swapped in memory: they do not flatten, the kernels read a copy
+    xt = x.transpose(2, 3).contiguous().transpose(2, 3)
+    check_all(s0_run("triton", 3, xt, cot, w, b, v), s0_run("torch", 3, x, cot, w, b, v), 1e-11, 1e-12)
+    check_all(b0_run("triton", True, xt, cot, w, b, v, rv), b0_run("torch", True, x, cot, w, b, v, rv), 1e-11, 1e-12)
+    # an expanded cotangent (stride 0 everywhere), as from y.sum().backward()
+    ones = torch.ones(1, 1, 1, 1, dtype=F64).expand_as(x)
+    check_all(s0_run("triton", 3, x, ones, w, b, v), s0_run("torch", 3, x, ones, w, b, v), 1e-11, 1e-12)
+    check_all(b0_run("triton", False, x, ones, w, b, v, rv), b0_run("torch", False, x, ones, w, b, v, rv), 1e-11, 1e-12)
+    # parameters in another dtype than x (mixed precision): gradients come back in the parameters' dtype
+    got = s0_run("triton", 3, x.float(), cot.float(), w, b, v)
+    want = s0_run("torch", 3, x.float(), cot.float(), w, b, v)
+    check_all(got, want, 1e-5, 1e-5)
+
+
+@pytest.mark.interpret
+@needs_interpreter
+def test_interpreter_gradcheck_and_operator():
+    x, cot, w, b, v, rv = make((2, 4, 3, 3))
+    gradcheck_float64(lambda *a: evonorm_s0(*a, groups=2, backend="triton"), x, w, b, v, fast_mode=True)
+    gradcheck_float64(
+        lambda *a: evonorm_b0(*a, rv.clone(), training=True, backend="triton"), x, w, b, v, fast_mode=True
+    )
+    # the registered operator's CPU kernel launches the same kernels
+    y, mean, rstd = fused.evonorm_s0_fwd_op(x, w, b, v, 2, 1e-5, "triton")
+    assert_close(y, s0_run("torch", 2, x, cot, w, b, v)[0], rtol=1e-12, atol=1e-12)
+    grads = fused.evonorm_s0_bwd_op(cot, x, w, v, mean, rstd, 2, "triton")
+    for a, e in zip(grads, s0_run("torch", 2, x, cot, w, b, v)[1:], strict=True):
+        assert_close(a, e, rtol=1e-11, atol=1e-12)
+
+
+@pytest.mark.interpret
+@pytest.mark.compile
+@needs_interpreter
+def test_interpreter_compile_public_functions():
+    # torch.compile(fullgraph=True) of the public functions with backend="triton": the graph holds the operators,
+    # whose CPU kernels launch the Triton kernels under the interpreter, forward and backward
+    def step(x, w, b, v, running):
+        y = evonorm_s0(x, w, b, v, groups=2, backend="triton")
+        return evonorm_b0(y, w, b, v, running, training=True, backend="triton").square().sum()
+
+    x, _, w, b, v, rv = make((2, 4, 3, 3))
+    inputs = [t.clone().requires_grad_() for t in (x, w, b, v)]
+    running = rv.clone()
+    got = torch.compile(step, fullgraph=True)(*inputs, running)
+    got_grads = torch.autograd.grad(got, inputs)
+    reference = [t.clone().requires_grad_() for t in (x, w, b, v)]
+    running_ref = rv.clone()
+    z = evonorm_b0(evonorm_s0(*reference, groups=2), *reference[1:], running_ref, training=True, backend="torch")
+    want = z.square().sum()
+    assert_close(got, want, rtol=1e-12, atol=1e-12)
+    for a, e in zip(got_grads, torch.autograd.grad(want, reference), strict=True):
+        assert_close(a, e, rtol=1e-10, atol=1e-12)
+    assert_close(running, running_ref, rtol=1e-14, atol=1e-14)
+
+
+# ----------------------------------------------------------------------------------------------- CUDA
+
+
+def reference64(run, *args):
+    """The eager path in float64 on the same values: the common oracle of the float32 and bfloat16 kernels."""
+    return run("torch", *(a.double() for a in args))
+
+
+def assert_matches(got, want, tol):
+    for index, (a, e) in enumerate(zip(got, want, strict=True)):
+        assert a is not None
+        assert_close(a.double(), e, rtol=tol, atol=tol * (1.0 + e.abs().max().item()), msg=f"output {index}")
+
+
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.parametrize(("dtype", "tol"), [(F32, 1e-5), (torch.bfloat16, 1e-2)])
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize(("shape", "groups"), [((8, 64, 28, 28), 32), ((4, 96, 7, 7), 8), ((3, 40, 33, 17), 5)])
+def test_cuda_s0_matches_eager(dtype, tol, channels_last, shape, groups):
+    args = make(shape, dtype=dtype, channels_last=channels_last, device="cuda")[:5]
+    got = s0_run("triton", groups, *args)
+    assert got[0].dtype == dtype
+    assert got[0].is_contiguous(memory_format=torch.channels_last) == channels_last
+    assert_matches(got, reference64(lambda backend, *a: s0_run(backend, groups, *a), *args), tol)
+
+
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.parametrize(("dtype", "tol"), [(F32, 1e-5), (torch.bfloat16, 1e-2)])
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("shape", [(8, 64, 28, 28), (16, 96, 7, 7), (3, 40, 33, 17)])
+def test_cuda_b0_matches_eager(dtype, tol, channels_last, training, shape):
+    args = make(shape, dtype=dtype, channels_last=channels_last, device="cuda")
+    got = b0_run("triton", training, *args)
+    assert got[0].dtype == dtype
+    assert_matches(got, reference64(lambda backend, *a: b0_run(backend, training, *a), *args), tol)
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_cuda_auto_takes_the_kernels(monkeypatch):
+    calls = []
+    original = fused.evonorm_s0_fused
+
+    def spy(*args, **kwargs):
+        calls.append(args[-1])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(fused, "evonorm_s0_fused", spy)
+    x, _, w, b, v, _ = make((2, 8, 4, 4), dtype=F32, device="cuda")
+    evonorm_s0(x, w, b, v, groups=2)
+    assert calls == ["triton"]
+
+
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.compile
+def test_cuda_compile_fullgraph():
+    def step(x, w, b, v, running):
+        y = evonorm_s0(x, w, b, v, groups=4, backend="triton")
+        return evonorm_b0(y, w, b, v, running, training=True, backend="triton").square().sum()
+
+    x, _, w, b, v, rv = make((4, 16, 9, 9), dtype=F32, device="cuda")
+    inputs = [t.clone().requires_grad_() for t in (x, w, b, v)]
+    running = rv.clone()
+    got = torch.compile(step, fullgraph=True)(*inputs, running)
+    got_grads = torch.autograd.grad(got, inputs)
+    reference = [t.clone().requires_grad_() for t in (x, w, b, v)]
+    running_ref = rv.clone()
+    want = step(*reference, running_ref)
+    assert_close(got, want, rtol=1e-5, atol=1e-5)
+    for a, e in zip(got_grads, torch.autograd.grad(want, reference), strict=True):
+        assert_close(a, e, rtol=1e-5, atol=1e-5)
+    assert_close(running, running_ref, rtol=1e-6, atol=1e-6)
