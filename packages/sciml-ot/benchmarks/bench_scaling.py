@@ -108,7 +108,7 @@ def child(method: str, n: int, max_iter_large: int, threads: int) -> dict[str, o
         out.update(
             seconds=seconds,
             peak_mib=_vm("VmHWM") - base,
-            iterations=int(log["niter"]),
+            iterations=int(log["niter"]),  # pyright: ignore[reportArgumentType]
             marginal_error=float((Pt.sum(1) - a).abs().sum() + (Pt.sum(0) - a).abs().sum()),
             objective=float((Pt * torch.from_numpy(M)).sum()) + EPS * kl,
         )
@@ -138,7 +138,7 @@ def child(method: str, n: int, max_iter_large: int, threads: int) -> dict[str, o
 
 def main() -> None:
     """Run every (method, size) in its own process and print one JSON line each."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10_000, 100_000])
     parser.add_argument("--methods", nargs="+", default=["ours", "pot", "geomloss"])
     parser.add_argument("--max-iter-large", type=int, default=3)
@@ -147,7 +147,8 @@ def main() -> None:
     parser.add_argument("--child", nargs=2, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child is not None:
-        print(json.dumps(child(args.child[0], int(args.child[1]), args.max_iter_large, args.threads)))
+        method, size = args.child
+        print(json.dumps(child(str(method), int(size), args.max_iter_large, args.threads)))
         return
     rows = []
     for n in args.sizes:

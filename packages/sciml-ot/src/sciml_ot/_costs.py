@@ -421,6 +421,7 @@ def _online_softmin_torch(
     """
     n, m = x.shape[1], y.shape[1]
     batch = max(h.shape[0], x.shape[0])
+    x2 = hb = yt = h  # placeholders, replaced below when the squared Euclidean fast path is taken
     if sqeuclidean:
         centre = torch.cat([x, y], dim=1).mean(dim=1, keepdim=True)
         x = x - centre

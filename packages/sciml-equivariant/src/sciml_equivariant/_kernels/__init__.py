@@ -1,0 +1,1 @@
+"""Triton kernels of sciml-equivariant (loaded lazily; CUDA only)."""
