@@ -7,8 +7,10 @@ under a minute on two CPU cores.
 from __future__ import annotations
 
 import dataclasses
+import multiprocessing
 import os
 import statistics
+import tempfile
 import time
 from concurrent.futures import Executor, ProcessPoolExecutor
 from pathlib import Path
@@ -21,12 +23,20 @@ __all__ = ["LayerSearchDemo"]
 
 @dataclasses.dataclass(frozen=True)
 class LayerSearchDemo:
-    """Evolve layers from random graphs, then retrain the best ones, BN-ReLU and EvoNorm-S0 on the proxy.
+    """Evolve layers from random graphs, then retrain the best one, BN-ReLU, EvoNorm-S0 and ReLU on the proxy.
 
     The search (:func:`sciml_norm.search.search`) runs with the paper's rejection protocols and Pareto tournament
-    over a ResNet-like and a MobileNet-like proxy CNN; the two best distinct layers it finds are retrained with
-    fresh seeds next to BN-ReLU and EvoNorm-S0, identically. The demo passes when the best discovered layer's mean
-    proxy accuracy is within ``margin`` (quick: 0.15, full: 0.08) of BN-ReLU's.
+    over a ResNet-like and a MobileNet-like proxy CNN (default :class:`~sciml_norm.search.ProxyTask`: 4 classes,
+    10x10 images, 100 SGD steps), de-duplication by function, an elite that never retires, node-appending
+    mutations and a final re-scoring of its five best layers on a second seed. The best layer is then retrained
+    with fresh seeds (full: 3, quick: 2) next to BN-ReLU, EvoNorm-S0 and ReLU, identically.
+
+    ``passed`` rests on correctness checks that hold whatever the search finds: the BN-ReLU graph reproduces
+    ``torch.nn.BatchNorm2d`` + ReLU and the EvoNorm-S0 graph its closed form on a probe; the reported best layer
+    is the best re-scored one and the re-scored ones are the best distinct single-seed layers; the checkpoint
+    resumes to the same result. Full mode (a few minutes on two cores) also requires the best layer to be within
+    0.05 of BN-ReLU's retrained mean accuracy; quick mode (well under a minute) reports the gap without requiring
+    it, since so short a search rarely gets there.
 
     Example:
         >>> LayerSearchDemo().name
@@ -39,80 +49,107 @@ class LayerSearchDemo:
     name: str = "evonorm-search"
 
     def run(self, ctx: DemoContext) -> DemoResult:
-        """Search, retrain the best layers and the baselines, draw the Pareto front and the progress curve."""
+        """Search, retrain the best layer and the baselines, check the results and draw the Pareto front."""
         from .search import ProxyTask, RejectionConfig, SearchConfig, evaluate_layers, known_layers, search
 
+        margin = 0.05
         if ctx.quick:
-            population, budget, steps, seeds, margin = 8, 40, 100, (1, 2), 0.15
-            rules = RejectionConfig(quality_steps=35)
+            population, budget, seeds = 8, 32, (101, 102)
         else:
-            population, budget, steps, seeds, margin = 16, 200, 150, (1, 2, 3), 0.08
-            rules = RejectionConfig()
-        task = ProxyTask(train_steps=steps)
-        config = SearchConfig(task=task, rejection=rules)
+            population, budget, seeds = 16, 320, (101, 102, 103)
+        task = ProxyTask()
+        config = SearchConfig(task=task, rejection=RejectionConfig(), num_nodes=(3, 7))
+        kwargs: dict[str, Any] = {
+            "population": population,
+            "budget": budget,
+            "batch_size": 8,
+            "seed": ctx.seed,
+            "config": config,
+            "elite": population // 3,
+            "rescore_top": 5,
+            "progress": False,
+        }
         total = budget + 2
         workers = max(1, min(2, os.cpu_count() or 1))
-        executor: Executor | None = ProcessPoolExecutor(workers) if workers > 1 else None
-        try:
-            ctx.progress(0, total, "searching")
-            start = time.perf_counter()
-            result = search(
-                population=population,
-                budget=budget,
-                seed=ctx.seed,
-                config=config,
-                executor=executor,
-                progress=False,
-                callback=lambda done, _, message: ctx.progress(done, total, message),
-            )
-            search_seconds = time.perf_counter() - start
-            ranked = result.ranked()
-            ctx.progress(budget, total, "retraining the best layers and the baselines")
-            layers = {f"found #{k + 1}": c.graph for k, c in enumerate(ranked[:2])}
-            baselines = known_layers(groups=config.groups)
-            layers["BN-ReLU"] = baselines["BN-ReLU"]
-            layers["EvoNorm-S0"] = baselines["EvoNorm-S0"]
-            start = time.perf_counter()
-            scores = evaluate_layers(layers, task, seeds=seeds, executor=executor)
-            retrain_seconds = time.perf_counter() - start
-        finally:
-            if executor is not None:
-                executor.shutdown()
+        # forkserver: forking a parent that already ran OpenMP-parallel torch ops can deadlock the children
+        context = multiprocessing.get_context("forkserver")
+        executor: Executor | None = ProcessPoolExecutor(workers, mp_context=context) if workers > 1 else None
+        with tempfile.TemporaryDirectory() as folder:
+            checkpoint = Path(folder) / "search.json"
+            try:
+                ctx.progress(0, total, "searching")
+                start = time.perf_counter()
+                result = search(
+                    **kwargs,
+                    executor=executor,
+                    checkpoint=checkpoint,
+                    callback=lambda done, _, message: ctx.progress(min(done, budget), total, message),
+                )
+                search_seconds = time.perf_counter() - start
+                resumed = search(**kwargs, checkpoint=checkpoint)  # a finished checkpoint: returns at once
+                ranked = result.ranked()
+                ctx.progress(budget, total, "retraining the best layer and the baselines")
+                baselines = known_layers(groups=config.groups)
+                layers = {"found": ranked[0].graph} if ranked else {}
+                layers.update({name: baselines[name] for name in ("BN-ReLU", "EvoNorm-S0", "ReLU")})
+                start = time.perf_counter()
+                scores = evaluate_layers(layers, task, seeds=seeds, executor=executor)
+                retrain_seconds = time.perf_counter() - start
+            finally:
+                if executor is not None:
+                    executor.shutdown()
 
         means = {name: statistics.mean(sum(s) / len(s) for s in runs) for name, runs in scores.items()}
         ctx.progress(budget + 1, total, "drawing")
         figure = _draw(ctx, result, means)
         ctx.progress(total, total, "done")
+
+        checks = {
+            "BN-ReLU graph = BatchNorm2d + ReLU": _bn_relu_parity(),
+            "EvoNorm-S0 graph = closed form": _evonorm_s0_parity(config.groups),
+            "best = best re-scored layer": _rescoring_consistent(result),
+            "checkpoint resumes to the same result": resumed == result,
+        }
         statuses = [c.evaluation.status for c in result.history]
-        best_name = "found #1" if "found #1" in means else None
-        best_mean = means[best_name] if best_name else 0.0
+        found = means.get("found", 0.0)
+        gap = means["BN-ReLU"] - found
+        within = bool(ranked) and gap <= margin
         metrics: dict[str, float | int | str | bool] = {
-            "best found: mean accuracy": best_mean,
+            "best found: mean accuracy": found,
             "BN-ReLU: mean accuracy": means["BN-ReLU"],
             "EvoNorm-S0: mean accuracy": means["EvoNorm-S0"],
+            "ReLU: mean accuracy": means["ReLU"],
+            "gap to BN-ReLU": gap,
+            "margin vs BN-ReLU": margin,
+            "within margin": within,
             "best found: formula": str(ranked[0].graph) if ranked else "none accepted",
-            "second found: formula": str(ranked[1].graph) if len(ranked) > 1 else "none",
+            "best found: search score (2 seeds)": result.score(ranked[0]) if ranked else 0.0,
             "candidates evaluated": len(result.history),
+            "distinct functions evaluated": len({c.graph.fingerprint() for c in result.history}),
             "accepted": statuses.count("accepted"),
             "rejected (quality)": statuses.count("rejected-quality"),
             "rejected (stability)": statuses.count("rejected-stability"),
             "generations": result.generations,
             "search seconds": search_seconds,
             "retraining seconds": retrain_seconds,
-            "margin vs BN-ReLU": margin,
+            "retraining seeds": len(seeds),
         }
-        for name, value in means.items():
-            if name.startswith("found #2"):
-                metrics["second found: mean accuracy"] = value
-        passed = best_name is not None and best_mean >= means["BN-ReLU"] - margin
+        metrics.update({f"check: {name}": ok for name, ok in checks.items()})
+        passed = all(checks.values()) and (ctx.quick or within)
+        verdict = "within" if within else "not within"
         summary = (
-            f"A {len(result.history)}-candidate search (population {population}) from random graphs over the "
-            f"paper's primitives, with quality and stability rejection and Pareto tournaments over a ResNet-like "
-            f"and a MobileNet-like proxy CNN, took {search_seconds:.0f} s. Retrained with {len(seeds)} fresh seeds, "
-            f"the best layer found ({metrics['best found: formula']}) reaches a mean proxy accuracy of "
-            f"{best_mean:.3f}, against {means['BN-ReLU']:.3f} for BN-ReLU and {means['EvoNorm-S0']:.3f} for "
-            f"EvoNorm-S0 trained identically."
-        )
+            f"A {len(result.history)}-candidate search (population {population} plus an elite of "
+            f"{population // 3}) from random graphs over the paper's primitives, with quality and stability "
+            f"rejection ({statuses.count('rejected-quality')} and {statuses.count('rejected-stability')} rejected) "
+            f"and Pareto tournaments over a ResNet-like and a MobileNet-like proxy CNN, took {search_seconds:.0f} s "
+            f"on {workers} process(es). Retrained with {len(seeds)} fresh seeds, the best layer found "
+            f"({metrics['best found: formula']}) reaches a mean proxy accuracy of {found:.3f}, against "
+            f"{means['BN-ReLU']:.3f} for BN-ReLU, {means['EvoNorm-S0']:.3f} for EvoNorm-S0 and {means['ReLU']:.3f} "
+            f"for ReLU alone trained identically: a gap of {gap:+.3f} to BN-ReLU, {verdict} the {margin} margin"
+            + (" (quick mode does not require it)." if ctx.quick else ".")
+            + (" Correctness checks: all passed." if all(checks.values()) else
+               " Failed checks: " + ", ".join(k for k, ok in checks.items() if not ok) + ".")
+        )  # fmt: skip
         return DemoResult(
             title="Evolving normalization-activation layers on a synthetic proxy",
             summary=summary,
@@ -120,6 +157,63 @@ class LayerSearchDemo:
             figures=(figure,) if figure is not None else (),
             passed=passed,
         )
+
+
+def _bn_relu_parity() -> bool:
+    import torch
+
+    from .search import LayerGraph
+
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(6, 5, 4, 4, generator=generator, dtype=torch.float64) * 2 + 1
+    norm = torch.nn.BatchNorm2d(5, dtype=torch.float64)
+    reference = torch.nn.Sequential(norm, torch.nn.ReLU())
+    layer = LayerGraph.bn_relu().to_module(5, dtype=torch.float64)
+    with torch.no_grad():
+        norm.weight.copy_(torch.rand(5, generator=generator, dtype=torch.float64) + 0.5)
+        norm.bias.copy_(torch.randn(5, generator=generator, dtype=torch.float64))
+        layer.v1.copy_(norm.weight)
+        layer.v0.copy_(norm.bias)
+        ok = torch.allclose(layer(x), reference(x), rtol=1e-10, atol=1e-12)
+        layer.eval()
+        reference.eval()
+        return ok and torch.allclose(layer(x), reference(x), rtol=1e-10, atol=1e-12)
+
+
+def _evonorm_s0_parity(groups: int) -> bool:
+    import torch
+
+    from .search import LayerGraph
+
+    generator = torch.Generator().manual_seed(1)
+    channels = 2 * groups
+    x = torch.randn(3, channels, 4, 4, generator=generator, dtype=torch.float64) * 2
+    v = torch.randn(channels, generator=generator, dtype=torch.float64)
+    layer = LayerGraph.evonorm_s0(groups=groups).to_module(channels, dtype=torch.float64)
+    with torch.no_grad():
+        layer.v1.copy_(v)
+        grouped = x.view(3, groups, 2, 4, 4)
+        variance = grouped.var(dim=(2, 3, 4), unbiased=False, keepdim=True).expand_as(grouped).reshape(x.shape)
+        direct = x * torch.sigmoid(v.view(1, -1, 1, 1) * x) / (variance + 1e-5).sqrt()
+        return torch.allclose(layer(x), direct, rtol=1e-10, atol=1e-12)
+
+
+def _rescoring_consistent(result: Any) -> bool:
+    rescored = dict(result.rescores)
+    if not result.accepted:
+        return not rescored and result.best is None
+    distinct: dict[str, Any] = {}
+    for candidate in sorted(result.accepted, key=lambda c: (-c.mean_accuracy, c.index)):
+        distinct.setdefault(candidate.graph.fingerprint(), candidate)
+    top = sorted(distinct.values(), key=lambda c: (-c.mean_accuracy, c.index))[: len(rescored)]
+    best = result.best
+    return (
+        bool(rescored)
+        and sorted(rescored) == sorted(c.index for c in top)
+        and best is not None
+        and best.index in rescored
+        and result.score(best) == max(result.score(result.history[i]) for i in rescored)
+    )
 
 
 def _draw(ctx: DemoContext, result: Any, means: dict[str, float]) -> Path | None:

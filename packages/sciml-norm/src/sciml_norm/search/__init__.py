@@ -32,7 +32,10 @@ if TYPE_CHECKING:
     from ._evolution import pareto_front as pareto_front
     from ._evolution import search as search
     from ._evolution import tournament_select as tournament_select
+    from ._graph import APPEND_PROBABILITIES as APPEND_PROBABILITIES
     from ._graph import INITIAL_NODES as INITIAL_NODES
+    from ._graph import INPUT_PROBABILITIES as INPUT_PROBABILITIES
+    from ._graph import OP_WEIGHTS as OP_WEIGHTS
     from ._graph import GraphLayer as GraphLayer
     from ._graph import LayerGraph as LayerGraph
     from ._graph import Node as Node
@@ -65,7 +68,10 @@ _EXPORTS: dict[str, str] = {
     "pareto_front": "._evolution",
     "search": "._evolution",
     "tournament_select": "._evolution",
+    "APPEND_PROBABILITIES": "._graph",
     "INITIAL_NODES": "._graph",
+    "INPUT_PROBABILITIES": "._graph",
+    "OP_WEIGHTS": "._graph",
     "GraphLayer": "._graph",
     "LayerGraph": "._graph",
     "Node": "._graph",
@@ -91,15 +97,18 @@ _EXPORTS: dict[str, str] = {
 }
 
 __all__ = [
+    "APPEND_PROBABILITIES",
     "ARCHITECTURES",
     "Candidate",
     "CandidateEvaluation",
     "EvaluationRequest",
     "GraphLayer",
     "INITIAL_NODES",
+    "INPUT_PROBABILITIES",
     "LayerGraph",
     "Node",
     "OPS",
+    "OP_WEIGHTS",
     "Primitive",
     "ProxyTask",
     "QualityReport",

@@ -10,6 +10,7 @@ generation; a run restarted on the same checkpoint resumes and ends exactly wher
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -37,7 +38,7 @@ __all__ = [
     "tournament_select",
 ]
 
-_CHECKPOINT_VERSION = 1
+_CHECKPOINT_VERSION = 2
 
 
 # --------------------------------------------------------------------------- Pareto selection
@@ -112,6 +113,11 @@ class SearchConfig:
         groups: channel groups of the group aggregations (must divide the proxy widths).
         tournament_fraction: fraction of the population entering each tournament (at least 2 entrants).
         ops: the primitives to draw from (None: all).
+        op_weights: relative sampling weights of the ops in random graphs and mutations (None:
+            :data:`sciml_norm.search.OP_WEIGHTS`).
+        grow_probability: probability that a mutation appends a node on top of the parent's output (see
+            :func:`sciml_norm.search.mutate`'s ``grow``).
+        max_nodes: mutations append no node to parents with this many (live) nodes.
     """
 
     task: ProxyTask = dataclasses.field(default_factory=ProxyTask)
@@ -120,6 +126,9 @@ class SearchConfig:
     groups: int = 4
     tournament_fraction: float = 0.25
     ops: tuple[str, ...] | None = None
+    op_weights: dict[str, float] | None = None
+    grow_probability: float = 0.25
+    max_nodes: int = 12
 
     def __post_init__(self) -> None:
         if not isinstance(self.task, ProxyTask):
@@ -136,8 +145,14 @@ class SearchConfig:
             raise SciMLInputError("groups", f"{self.groups} does not divide the proxy width {self.task.width}")
         if not 0.0 < self.tournament_fraction <= 1.0:
             raise SciMLInputError("tournament_fraction", f"must be in (0, 1], got {self.tournament_fraction!r}")
+        if not (isinstance(self.grow_probability, int | float) and 0.0 <= self.grow_probability <= 1.0):
+            raise SciMLInputError("grow_probability", f"must be in [0, 1], got {self.grow_probability!r}")
+        if isinstance(self.max_nodes, bool) or not isinstance(self.max_nodes, int) or self.max_nodes < 1:
+            raise SciMLInputError("max_nodes", f"must be a positive integer, got {self.max_nodes!r}")
         if self.ops is not None:
             object.__setattr__(self, "ops", tuple(self.ops))
+        if self.op_weights is not None:
+            object.__setattr__(self, "op_weights", {str(k): float(v) for k, v in dict(self.op_weights).items()})
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-compatible dictionary."""
@@ -160,6 +175,9 @@ class SearchConfig:
             groups=int(data["groups"]),
             tournament_fraction=float(data["tournament_fraction"]),
             ops=None if ops is None else tuple(ops),
+            op_weights=data.get("op_weights"),
+            grow_probability=float(data.get("grow_probability", 0.25)),
+            max_nodes=int(data.get("max_nodes", 12)),
         )
 
 
@@ -226,16 +244,36 @@ class Candidate:
                    data["parent"], evaluation)  # fmt: skip
 
 
+@functools.lru_cache(maxsize=4096)
+def _function_key(graph: LayerGraph) -> str:
+    return graph.fingerprint()
+
+
+def _distinct_by_score(candidates: Sequence[Candidate], score: Callable[[Candidate], float]) -> list[Candidate]:
+    """Best ``score`` first (earliest on ties), one candidate per function (probe fingerprint)."""
+    seen: set[str] = set()
+    unique = []
+    for candidate in sorted(candidates, key=lambda c: (-score(c), c.index)):
+        key = _function_key(candidate.graph)
+        if key not in seen:
+            seen.add(key)
+            unique.append(candidate)
+    return unique
+
+
 @dataclasses.dataclass(frozen=True)
 class SearchResult:
     """The outcome of :func:`search`.
 
     Attributes:
         history: every evaluated candidate, in evaluation order.
-        population: history indices of the final population (oldest first).
+        population: history indices of the final population: the ``population`` youngest accepted layers, then
+            the elite (the best distinct layers so far) that are not among them.
         generations: generations run.
         config: the search settings.
         seed: the search seed.
+        rescores: ``(index, runs)`` pairs for the candidates re-trained at the end of the search: ``runs`` holds one
+            tuple of per-architecture accuracies per extra training seed.
         wall_seconds: wall time of the run(s) that produced it (not part of equality).
     """
 
@@ -244,6 +282,7 @@ class SearchResult:
     generations: int
     config: SearchConfig
     seed: int
+    rescores: tuple[tuple[int, tuple[tuple[float, ...], ...]], ...] = ()
     wall_seconds: float = dataclasses.field(default=0.0, compare=False)
 
     @property
@@ -251,30 +290,39 @@ class SearchResult:
         """The candidates that passed both rejection protocols."""
         return tuple(c for c in self.history if c.accepted)
 
+    def score(self, candidate: Candidate) -> float:
+        """Mean proxy accuracy over architectures and over the search seed and every re-scoring seed."""
+        runs = [candidate.accuracies] if candidate.accepted else []
+        runs += list(dict(self.rescores).get(candidate.index, ()))
+        values = [a for run in runs for a in run]
+        return sum(values) / len(values) if values else 0.0
+
     def ranked(self) -> list[Candidate]:
-        """Accepted candidates with distinct functions (pruned graphs), best mean proxy accuracy first."""
-        seen: set[LayerGraph] = set()
-        unique = []
-        for candidate in sorted(self.accepted, key=lambda c: (-c.mean_accuracy, c.index)):
-            key = candidate.graph.pruned()
-            if key not in seen:
-                seen.add(key)
-                unique.append(candidate)
-        return unique
+        """Accepted candidates with distinct functions, best first.
+
+        The re-scored candidates come first, by :meth:`score` (the mean over all their seeds); the others follow by
+        their single-seed mean accuracy. Two candidates compute the same function when their
+        :meth:`LayerGraph.fingerprint` agree; the best-scoring one is kept.
+        """
+        rescored = dict(self.rescores)
+        first = _distinct_by_score([self.history[i] for i in rescored], self.score)
+        keys = {_function_key(c.graph) for c in first}
+        rest = [c for c in _distinct_by_score(self.accepted, lambda c: c.mean_accuracy) if c.index not in rescored]
+        return first + [c for c in rest if _function_key(c.graph) not in keys]
 
     @property
     def best(self) -> Candidate | None:
-        """The accepted candidate with the best mean proxy accuracy (the earliest on ties), or None."""
+        """The first of :meth:`ranked` (the best re-scored layer when there was re-scoring), or None."""
         ranked = self.ranked()
         return ranked[0] if ranked else None
 
     def pareto_front(self) -> list[Candidate]:
         """The accepted candidates (distinct functions) that no other dominates on the per-architecture accuracies."""
-        ranked = self.ranked()
+        ranked = _distinct_by_score(self.accepted, lambda c: c.mean_accuracy)
         return [ranked[i] for i in pareto_front([c.accuracies for c in ranked])]
 
     def export(self, num_channels: int, *, rank: int = 0, device: Any = None, dtype: Any = None) -> GraphLayer:
-        """The ``rank``-th best discovered layer as a module for ``num_channels`` channels.
+        """The ``rank``-th best discovered layer (:meth:`ranked`) as a module for ``num_channels`` channels.
 
         Raises:
             SciMLInputError: no accepted candidate of that rank.
@@ -286,8 +334,18 @@ class SearchResult:
 
 
 # --------------------------------------------------------------------------- the driver
-def _settings(population: int, batch_size: int, seed: int, config: SearchConfig) -> dict[str, Any]:
-    return {"population": population, "batch_size": batch_size, "seed": seed, "config": config.to_dict()}
+def _settings(
+    population: int, batch_size: int, seed: int, config: SearchConfig, elite: int, rescore_top: int, rescore_seeds: int
+) -> dict[str, Any]:
+    return {
+        "population": population,
+        "batch_size": batch_size,
+        "seed": seed,
+        "config": config.to_dict(),
+        "elite": elite,
+        "rescore_top": rescore_top,
+        "rescore_seeds": rescore_seeds,
+    }
 
 
 def _write_checkpoint(path: Path, settings: Mapping[str, Any], state: Mapping[str, Any]) -> None:
@@ -327,6 +385,9 @@ def search(
     batch_size: int | None = None,
     seed: int = 0,
     config: SearchConfig | None = None,
+    elite: int | None = None,
+    rescore_top: int = 5,
+    rescore_seeds: int = 1,
     executor: Executor | None = None,
     checkpoint: str | os.PathLike[str] | None = None,
     progress: bool = True,
@@ -337,26 +398,39 @@ def search(
     Each generation makes ``batch_size`` children. While the population holds ``m < population`` accepted layers,
     a child is a random graph (:func:`random_graph`) with probability ``1 - m / population`` (always when
     ``m < 2``), so evolution starts as soon as a few layers pass the rejection tests; otherwise, and always once the
-    population is full, it is a mutation (:func:`mutate`) of a parent chosen by :func:`tournament_select` among
-    the population, on the vector of proxy accuracies over the architectures of ``config.task`` (Pareto dominance,
-    so a layer that is best on one architecture survives).
-    Children whose function was evaluated before are redrawn a few times and otherwise reuse the earlier result.
-    The children are evaluated by :func:`evaluate_candidate` (quality test, stability test, training on every
-    architecture), all with the same training seed so that candidates are compared on equal terms; accepted
-    children join the population and the oldest members retire (aging evolution). Every random draw comes from one
-    ``random.Random(seed)`` in the driver, so the result does not depend on the executor.
+    population is full, it is a mutation (:func:`mutate`, appending a node with probability
+    ``config.grow_probability``) of a parent chosen by :func:`tournament_select` on the vector of proxy accuracies
+    over the architectures of ``config.task`` (Pareto dominance, so a layer that is best on one architecture
+    survives). The parents are drawn from the ``population`` youngest accepted layers (aging evolution) plus an
+    elite of the ``elite`` best distinct layers found so far, which never retire.
+
+    Candidates are identified by function (:meth:`LayerGraph.fingerprint` on a fixed probe input): a child whose
+    function was evaluated before is redrawn up to ten times and otherwise reuses the earlier result (it is
+    recorded in the history but does not join the population again). The children are evaluated by
+    :func:`evaluate_candidate` (quality test, stability test, training on every architecture), all with the same
+    training seed so that candidates are compared on equal terms. When the budget is spent, the ``rescore_top``
+    best distinct layers are re-trained with ``rescore_seeds`` further seeds and :attr:`SearchResult.best` is
+    chosen on the mean over all seeds (one seed's accuracy is noisy, so the single-seed winner is often lucky).
+    Every random draw comes from one ``random.Random(seed)`` in the driver, so the result does not depend on the
+    executor.
 
     Args:
-        population: population size :math:`P`.
-        budget: total number of candidates to evaluate (rejected ones included).
-        generations: stop after this many generations in total (None: run until the budget is spent).
+        population: population size :math:`P` (the aging part).
+        budget: total number of candidates to evaluate (rejected ones and duplicates included).
+        generations: stop after this many generations in total (None: run until the budget is spent; the
+            re-scoring runs only then).
         batch_size: children per generation, evaluated concurrently (default: ``population``).
-        seed: the search seed (graphs, mutations, selection and the training seed of every candidate).
+        seed: the search seed (graphs, mutations, selection and the training seed of every candidate; re-scoring
+            uses ``seed + 1, ..., seed + rescore_seeds``).
         config: proxy task, rejection protocols and mutation settings (default :class:`SearchConfig`).
+        elite: size of the elite kept besides the aging population (default ``population // 4``; 0 for pure aging
+            evolution).
+        rescore_top: how many of the best distinct layers are re-trained at the end (0: none).
+        rescore_seeds: extra training seeds of the re-scoring.
         executor: evaluates the candidates (``executor.map``); any ``concurrent.futures.Executor`` works (process
             pools, Ray's or Dask's executors). None: evaluate in this process.
-        checkpoint: JSON file written after every generation; if it exists, the search resumes from it (its
-            settings must match).
+        checkpoint: JSON file written after every generation and after the re-scoring; if it exists, the search
+            resumes from it (its settings must match).
         progress: show a tqdm progress bar (when tqdm is installed).
         callback: called after every generation as ``callback(evaluated, budget, message)``.
 
@@ -364,8 +438,9 @@ def search(
         A :class:`SearchResult`; ``result.best.graph`` is the best layer found, ``result.export(C)`` builds it.
 
     Raises:
-        SciMLInputError: non-positive ``population``, ``budget``, ``batch_size`` or ``generations``; a
-            checkpoint written with other settings or unreadable.
+        SciMLInputError: non-positive ``population``, ``budget``, ``batch_size`` or ``generations``; negative
+            ``elite``, ``rescore_top`` or ``rescore_seeds``; a checkpoint written with other settings or
+            unreadable.
 
     Example:
         >>> task = ProxyTask(train_size=64, val_size=32, train_steps=2, batch_size=8, width=8)
@@ -382,6 +457,9 @@ def search(
     _check_count("budget", budget)
     _check_count("generations", generations, allow_none=True, minimum=0)
     _check_count("batch_size", batch_size, allow_none=True)
+    _check_count("elite", elite, allow_none=True, minimum=0)
+    _check_count("rescore_top", rescore_top, minimum=0)
+    _check_count("rescore_seeds", rescore_seeds, minimum=0)
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise SciMLInputError("seed", f"must be an integer, got {seed!r}")
     config = SearchConfig() if config is None else config
@@ -390,13 +468,15 @@ def search(
     if executor is not None and not isinstance(executor, Executor):
         raise SciMLInputError("executor", f"must be a concurrent.futures.Executor, got {type(executor).__name__}")
     batch = population if batch_size is None else batch_size
-    settings = _settings(population, batch, seed, config)
+    elite_size = population // 4 if elite is None else elite
+    settings = _settings(population, batch, seed, config, elite_size, rescore_top, rescore_seeds)
     path = None if checkpoint is None else Path(checkpoint)
 
     start = time.perf_counter()
     rng = random.Random(seed)
     history: list[Candidate] = []
     members: list[int] = []
+    rescores: dict[int, tuple[tuple[float, ...], ...]] | None = None
     generation = 0
     previous_seconds = 0.0
     if path is not None and path.exists():
@@ -407,7 +487,34 @@ def search(
         members = [int(i) for i in state["population"]]
         generation = int(state["generation"])
         previous_seconds = float(state.get("wall_seconds", 0.0))
-    cache: dict[LayerGraph, CandidateEvaluation] = {c.graph.pruned(): c.evaluation for c in history}
+        if state.get("rescores") is not None:
+            rescores = {int(i): tuple(tuple(float(a) for a in run) for run in runs) for i, runs in state["rescores"]}
+    cache: dict[str, CandidateEvaluation] = {_function_key(c.graph): c.evaluation for c in history}
+
+    def elite_of(history: list[Candidate]) -> list[int]:
+        if not elite_size:
+            return []
+        best = _distinct_by_score([c for c in history if c.accepted], lambda c: c.mean_accuracy)
+        return [c.index for c in best[:elite_size]]
+
+    def pool_of(members: list[int]) -> list[int]:
+        return members + [i for i in elite_of(history) if i not in members]
+
+    def save(elapsed: float) -> None:
+        if path is None:
+            return
+        _write_checkpoint(
+            path,
+            settings,
+            {
+                "generation": generation,
+                "rng_state": list(rng.getstate()),
+                "history": [c.to_dict() for c in history],
+                "population": members,
+                "rescores": None if rescores is None else [[i, [list(r) for r in rs]] for i, rs in rescores.items()],
+                "wall_seconds": elapsed,
+            },
+        )
 
     bar: Any = None
     if progress:
@@ -420,27 +527,49 @@ def search(
 
     task, rules = config.task, config.rejection
     tournament_size = max(2, round(config.tournament_fraction * population))
+
+    def child_of(parent: int) -> LayerGraph:
+        return mutate(
+            history[parent].graph,
+            rng,
+            ops=config.ops,
+            op_weights=config.op_weights,
+            grow=config.grow_probability,
+            max_nodes=config.max_nodes,
+        )
+
     try:
         while len(history) < budget and (generations is None or generation < generations):
             count = min(batch, budget - len(history))
             children: list[tuple[LayerGraph, int | None]] = []
+            pending: set[str] = set()
+            pool = pool_of(members)
             for _ in range(count):
                 # a random graph while the population is filling up (always below 2 members), else a mutation
-                if len(members) < 2 or rng.random() >= len(members) / population:
-                    graph = random_graph(rng, num_nodes=config.num_nodes, groups=config.groups, ops=config.ops)
-                    children.append((graph, None))
-                    continue
-                scores = [history[i].accuracies for i in members]
-                parent = members[tournament_select(scores, rng, min(tournament_size, len(members)))]
-                graph = mutate(history[parent].graph, rng, ops=config.ops)
-                for _ in range(5):
-                    if graph.pruned() not in cache:
+                parent: int | None = None
+                graph = history[0].graph if history else LayerGraph.relu()  # always replaced below
+                for _attempt in range(10):
+                    if len(members) < 2 or rng.random() >= len(members) / population:
+                        parent = None
+                        graph = random_graph(
+                            rng,
+                            num_nodes=config.num_nodes,
+                            groups=config.groups,
+                            ops=config.ops,
+                            op_weights=config.op_weights,
+                        )
+                    else:
+                        scores = [history[i].accuracies for i in pool]
+                        parent = pool[tournament_select(scores, rng, min(tournament_size, len(pool)))]
+                        graph = child_of(parent)
+                    key = _function_key(graph)
+                    if key not in cache and key not in pending:
                         break
-                    graph = mutate(history[parent].graph, rng, ops=config.ops)
+                pending.add(_function_key(graph))
                 children.append((graph, parent))
-            fresh: dict[LayerGraph, EvaluationRequest] = {}
+            fresh: dict[str, EvaluationRequest] = {}
             for graph, _ in children:
-                key = graph.pruned()
+                key = _function_key(graph)
                 if key not in cache and key not in fresh:
                     fresh[key] = EvaluationRequest(graph, task, rules, seed)
             requests = list(fresh.values())
@@ -451,37 +580,47 @@ def search(
             for key, outcome in zip(fresh, outcomes, strict=True):
                 cache[key] = outcome
             for graph, parent in children:
-                candidate = Candidate(len(history), generation, graph, parent, cache[graph.pruned()])
+                key = _function_key(graph)
+                candidate = Candidate(len(history), generation, graph, parent, cache[key])
                 history.append(candidate)
-                if candidate.accepted:
+                if candidate.accepted and key in fresh and fresh[key].graph is graph:
                     members.append(candidate.index)
             members = members[-population:]
             generation += 1
-            elapsed = previous_seconds + time.perf_counter() - start
-            if path is not None:
-                _write_checkpoint(
-                    path,
-                    settings,
-                    {
-                        "generation": generation,
-                        "rng_state": list(rng.getstate()),
-                        "history": [c.to_dict() for c in history],
-                        "population": members,
-                        "wall_seconds": elapsed,
-                    },
-                )
-            best = max((history[i].mean_accuracy for i in members), default=math.nan)
+            rescores = None  # a resumed run with a larger budget re-scores its new best layers
+            save(previous_seconds + time.perf_counter() - start)
+            best = max((history[i].mean_accuracy for i in pool_of(members)), default=math.nan)
             message = f"generation {generation}: {len(members)} in population, best mean accuracy {best:.3f}"
             if bar is not None:
                 bar.update(len(children))
                 bar.set_postfix_str(f"best {best:.3f}")
             if callback is not None:
                 callback(len(history), budget, message)
+        if rescores is None and len(history) >= budget:
+            top = _distinct_by_score([c for c in history if c.accepted], lambda c: c.mean_accuracy)
+            top = top[: rescore_top if rescore_seeds else 0]
+            extra = [seed + k for k in range(1, rescore_seeds + 1)]
+            jobs = [(c.graph, task, a, s) for c in top for s in extra for a in task.architectures]
+            accuracies = [_train_one(j) for j in jobs] if executor is None else list(executor.map(_train_one, jobs))
+            width, per_candidate = len(task.architectures), len(extra) * len(task.architectures)
+            rescores = {}
+            for k, candidate in enumerate(top):
+                flat = accuracies[k * per_candidate : (k + 1) * per_candidate]
+                rescores[candidate.index] = tuple(tuple(flat[i : i + width]) for i in range(0, len(flat), width))
+            save(previous_seconds + time.perf_counter() - start)
+            if callback is not None and top:
+                callback(len(history), budget, f"re-scored the {len(top)} best layers on {len(extra)} more seed(s)")
     finally:
         if bar is not None:
             bar.close()
     return SearchResult(
-        tuple(history), tuple(members), generation, config, seed, previous_seconds + time.perf_counter() - start
+        tuple(history),
+        tuple(pool_of(members)),
+        generation,
+        config,
+        seed,
+        tuple(sorted((rescores or {}).items())),
+        previous_seconds + time.perf_counter() - start,
     )
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import random
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -19,7 +20,10 @@ from torch import nn
 from ._primitives import OPS, _variance, aggregate
 
 __all__ = [
+    "APPEND_PROBABILITIES",
     "INITIAL_NODES",
+    "INPUT_PROBABILITIES",
+    "OP_WEIGHTS",
     "GraphLayer",
     "LayerGraph",
     "Node",
@@ -31,6 +35,33 @@ __all__ = [
 #: Names of the four initial nodes, in index order: the input, a constant zero and two per-channel vectors.
 INITIAL_NODES: tuple[str, ...] = ("x", "0", "v0", "v1")
 _FORMAT_VERSION = 1
+
+#: Default relative sampling weights of the primitives in :func:`random_graph` and :func:`mutate`. Division,
+#: multiplication, max and the ``std`` aggregations (the ingredients of every normalizer) are favored; the
+#: saturating or exploding functions are rare. Each aggregation family (batch, layer, instance, group) has the same
+#: weight, so no axis is preferred. In total 47% of the mass is on aggregations (29% on ``std``), 18% on ``div``.
+OP_WEIGHTS: dict[str, float] = {
+    "add": 2.0,
+    "mul": 2.0,
+    "div": 6.0,
+    "max": 3.0,
+    "neg": 1.5,
+    "sigmoid": 1.0,
+    "tanh": 0.5,
+    "exp": 0.25,
+    "signed_log": 0.25,
+    "abs": 0.5,
+    "square": 0.5,
+    "signed_sqrt": 0.5,
+    **{f"std_{axes}": 2.5 for axes in ("batch", "layer", "instance", "group")},
+    **{f"mean_{axes}": 1.0 for axes in ("batch", "layer", "instance", "group")},
+    **{f"second_moment_{axes}": 0.5 for axes in ("batch", "layer", "instance", "group")},
+}
+
+#: How a node's operand is drawn among the earlier nodes (:func:`random_graph`, and the new operands of
+#: :func:`mutate`): the previous node (so graphs tend to be chains that transform ``x`` step by step), the input
+#: ``x``, one of the constants ``0, v0, v1`` (uniformly), or any earlier node (uniformly).
+INPUT_PROBABILITIES: dict[str, float] = {"previous": 0.5, "x": 0.3, "constant": 0.1, "any": 0.1}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -174,6 +205,42 @@ class LayerGraph:
             node = self.node(old)
             nodes.append(Node(node.op, tuple(renumber[i] for i in node.inputs)))
         return dataclasses.replace(self, nodes=tuple(nodes))
+
+    def fingerprint(self, *, digits: int = 5) -> str:
+        r"""A key equal for graphs that compute the same function (with high probability), for de-duplication.
+
+        The layer (training mode, so batch statistics are live) is evaluated in float64 on a fixed pseudo-random
+        probe input :math:`x \in \mathbb{R}^{4 \times 8 \times 5 \times 5}` with fixed pseudo-random ``v0``, ``v1``
+        (so ``x`` and ``x·v1``, or ``x`` and ``x + v0``, differ), and the outputs, rounded to ``digits`` significant
+        digits, are hashed. Graphs that differ only in dead nodes, in the order of commutative operands or in
+        algebraically equal rewrites (``x - (-y)`` and ``x + y``) get the same key; different functions collide
+        only if they agree on every probe entry. Graphs with group aggregations are probed with their own
+        ``groups`` when it divides 8, else with one group.
+
+        Args:
+            digits: significant digits kept before hashing.
+
+        Returns:
+            A hexadecimal digest.
+
+        Example:
+            >>> a = LayerGraph((Node("std_batch", (0,)), Node("div", (0, 4))))
+            >>> b = LayerGraph((Node("neg", (0,)), Node("std_batch", (0,)), Node("div", (4, 5)), Node("neg", (6,))))
+            >>> a.fingerprint() == b.fingerprint(), a.fingerprint() == LayerGraph.relu().fingerprint()
+            (True, False)
+        """
+        import hashlib
+
+        graph = self if not self.uses_groups() or 8 % self.groups == 0 else dataclasses.replace(self, groups=1)
+        generator = torch.Generator().manual_seed(20200406)
+        probe = torch.randn(4, 8, 5, 5, generator=generator, dtype=torch.float64) * 1.5 + 0.3
+        layer = graph.to_module(8, dtype=torch.float64)
+        with torch.no_grad():
+            layer.v0.copy_(torch.randn(8, generator=generator, dtype=torch.float64))
+            layer.v1.copy_(torch.rand(8, generator=generator, dtype=torch.float64) + 0.5)
+            out = layer(probe).flatten().tolist()
+        text = ",".join(f"{value + 0.0:.{digits - 1}e}" if math.isfinite(value) else str(value) for value in out)
+        return hashlib.sha1(text.encode()).hexdigest()
 
     # ----------------------------------------------------------------- printing
     def formula(self) -> str:
@@ -484,9 +551,36 @@ def _as_rng(rng: random.Random | int) -> random.Random:
     return random.Random(rng)
 
 
-def _random_node(rng: random.Random, index: int, ops: Sequence[str]) -> Node:
-    op = rng.choice(ops)
-    return Node(op, tuple(rng.randrange(index) for _ in range(OPS[op].arity)))
+def _draw_input(rng: random.Random, index: int) -> int:
+    """An operand for node ``index`` drawn with :data:`INPUT_PROBABILITIES`."""
+    u = rng.random()
+    p = INPUT_PROBABILITIES
+    if u < p["previous"]:
+        return index - 1
+    u -= p["previous"]
+    if u < p["x"]:
+        return 0
+    u -= p["x"]
+    if u < p["constant"]:
+        return rng.randrange(1, len(INITIAL_NODES))
+    return rng.randrange(index)
+
+
+def _weights(ops: Sequence[str] | None, op_weights: Mapping[str, float] | None) -> tuple[tuple[str, ...], list[float]]:
+    choices = tuple(sorted(OPS)) if ops is None else tuple(ops)
+    unknown = [op for op in choices if op not in OPS]
+    if unknown or not choices:
+        raise SciMLInputError("ops", f"unknown or empty ops {unknown or choices!r}")
+    table = OP_WEIGHTS if op_weights is None else op_weights
+    weights = [float(table.get(op, 0.0)) for op in choices]
+    if any(not (w >= 0.0) or w == float("inf") for w in weights) or sum(weights) <= 0:
+        raise SciMLInputError("op_weights", f"must be finite, non-negative and not all zero, got {weights!r}")
+    return choices, weights
+
+
+def _random_node(rng: random.Random, index: int, ops: Sequence[str], weights: Sequence[float]) -> Node:
+    op = rng.choices(ops, weights)[0]
+    return Node(op, tuple(_draw_input(rng, index) for _ in range(OPS[op].arity)))
 
 
 def random_graph(
@@ -496,12 +590,15 @@ def random_graph(
     groups: int = 4,
     eps: float = 1e-5,
     ops: Sequence[str] | None = None,
+    op_weights: Mapping[str, float] | None = None,
     max_tries: int = 1000,
 ) -> LayerGraph:
     """A random layer graph whose output depends on ``x`` through element-wise operations.
 
-    Each intermediate node draws its op uniformly from ``ops`` and its inputs uniformly from all earlier nodes
-    (initial nodes included); graphs failing :meth:`LayerGraph.is_pointwise_in_input` are redrawn.
+    Each intermediate node draws its op from ``ops`` with probabilities proportional to ``op_weights`` (default
+    :data:`OP_WEIGHTS`; pass ``dict.fromkeys(OPS, 1.0)`` for uniform draws) and each operand among the earlier
+    nodes with :data:`INPUT_PROBABILITIES` (the previous node 0.5, ``x`` 0.3, a constant 0.1, any earlier node
+    0.1); graphs failing :meth:`LayerGraph.is_pointwise_in_input` are redrawn.
 
     Args:
         rng: a ``random.Random`` (advanced in place) or an integer seed.
@@ -509,13 +606,15 @@ def random_graph(
         groups: channel groups of the group aggregations.
         eps: the variance epsilon of the ``std`` aggregations.
         ops: the primitives to draw from (default: all of :data:`OPS`).
+        op_weights: relative sampling weight of each op (default :data:`OP_WEIGHTS`; missing ops weigh 0).
         max_tries: redraws allowed before giving up.
 
     Returns:
         A valid graph.
 
     Raises:
-        SciMLInputError: a bad ``num_nodes``, an unknown op, or no valid graph after ``max_tries`` draws.
+        SciMLInputError: a bad ``num_nodes``, an unknown op, bad weights, or no valid graph after ``max_tries``
+            draws.
 
     Example:
         >>> g = random_graph(0, num_nodes=5)
@@ -526,77 +625,125 @@ def random_graph(
     low, high = (num_nodes, num_nodes) if isinstance(num_nodes, int) else tuple(num_nodes)
     if not (isinstance(low, int) and isinstance(high, int) and 1 <= low <= high):
         raise SciMLInputError("num_nodes", f"must be a positive int or a range (low, high), got {num_nodes!r}")
-    choices = tuple(sorted(OPS)) if ops is None else tuple(ops)
-    unknown = [op for op in choices if op not in OPS]
-    if unknown or not choices:
-        raise SciMLInputError("ops", f"unknown or empty ops {unknown or choices!r}")
+    choices, weights = _weights(ops, op_weights)
     for _ in range(max_tries):
         count = rng.randint(low, high)
         nodes: list[Node] = []
         for position in range(count):
-            nodes.append(_random_node(rng, len(INITIAL_NODES) + position, choices))
+            nodes.append(_random_node(rng, len(INITIAL_NODES) + position, choices, weights))
         graph = LayerGraph(tuple(nodes), groups=groups, eps=eps)
         if graph.is_pointwise_in_input():
             return graph
     raise SciMLInputError("max_tries", f"no valid graph found in {max_tries} draws")
 
 
-def mutate(
-    graph: LayerGraph, rng: random.Random | int, *, ops: Sequence[str] | None = None, max_tries: int = 1000
-) -> LayerGraph:
-    """A child of ``graph``: one live intermediate node gets a new op or one new input (Liu et al., Sec. 3.2).
+#: How the second operand of a node appended by :func:`mutate` (``grow``) is drawn: one of the constants
+#: ``0, v0, v1`` (uniformly; so ``max(z, 0)``, ``z·v1`` and ``z + v0`` are likely), the input ``x``, or any earlier
+#: node (uniformly).
+APPEND_PROBABILITIES: dict[str, float] = {"constant": 0.5, "x": 0.25, "any": 0.25}
 
-    The node is drawn among those the output depends on; with probability 1/2 its op is replaced by a different
-    one (an added operand, when the arity grows, is drawn among earlier nodes; when it shrinks one operand is
-    kept), otherwise one of its inputs is replaced by another earlier node. Inputs always point to earlier nodes,
-    so the child is a DAG; children failing :meth:`LayerGraph.is_pointwise_in_input` or that compute the same
-    function as the parent (same pruned graph) are redrawn.
+
+def _draw_appended_operand(rng: random.Random, index: int) -> int:
+    u = rng.random()
+    p = APPEND_PROBABILITIES
+    if u < p["constant"]:
+        return rng.randrange(1, len(INITIAL_NODES))
+    if u < p["constant"] + p["x"]:
+        return 0
+    return rng.randrange(index)
+
+
+def mutate(
+    graph: LayerGraph,
+    rng: random.Random | int,
+    *,
+    ops: Sequence[str] | None = None,
+    op_weights: Mapping[str, float] | None = None,
+    grow: float = 0.0,
+    max_nodes: int = 12,
+    max_tries: int = 1000,
+) -> LayerGraph:
+    """A child of ``graph``: one live node gets a new op or a new input, or (``grow``) a node is appended.
+
+    With probability ``grow`` (when the pruned parent has fewer than ``max_nodes`` nodes) the child is the pruned
+    parent with one element-wise node appended on top of its output ``z``: ``op(z)`` or ``op(z, u)``, the op drawn
+    with ``op_weights`` among the element-wise primitives and ``u`` with :data:`APPEND_PROBABILITIES` (so the
+    normalize-then-activate shape ``max(z, 0)`` of BN-ReLU is one step away from any normalizer ``z``).
+    Otherwise (Liu et al., Sec. 3.2) a node is drawn uniformly among those the output depends on; with
+    probability 1/2 its op is replaced by a different one drawn with ``op_weights`` (half of the time among the
+    primitives of the same kind, element-wise or aggregation, so that ``std_hw`` can become ``std_bhw``; an added
+    operand, when the arity grows, is drawn with :data:`INPUT_PROBABILITIES`; when it shrinks one operand is
+    kept), otherwise one of its inputs is replaced by an earlier node drawn with :data:`INPUT_PROBABILITIES`.
+    Inputs always point to earlier nodes, so the child is a DAG; children failing
+    :meth:`LayerGraph.is_pointwise_in_input` or that compute the same function as the parent (same pruned graph)
+    are redrawn.
 
     Args:
         graph: the parent.
         rng: a ``random.Random`` (advanced in place) or an integer seed.
         ops: the primitives to draw from (default: all).
+        op_weights: relative sampling weight of each op (default :data:`OP_WEIGHTS`).
+        grow: probability of appending a node instead of editing one.
+        max_nodes: no node is appended to a pruned parent of this many nodes.
         max_tries: redraws allowed before giving up.
 
     Returns:
-        A valid graph with as many nodes as the parent.
+        A valid graph with as many nodes as the parent (or, when a node was appended, as the pruned parent plus
+        one).
 
     Raises:
-        SciMLInputError: ``graph`` not a LayerGraph, unknown ops, or no valid child in ``max_tries`` draws.
+        SciMLInputError: ``graph`` not a LayerGraph, unknown ops, ``grow`` outside ``[0, 1]``, or no valid child
+            in ``max_tries`` draws.
 
     Example:
         >>> child = mutate(LayerGraph.evonorm_s0(), 0)
         >>> child.depends_on_input(), child.pruned() != LayerGraph.evonorm_s0().pruned()
         (True, True)
+        >>> len(mutate(LayerGraph.evonorm_s0(), 0, grow=1.0).nodes)
+        6
     """
     if not isinstance(graph, LayerGraph):
         raise SciMLInputError("graph", f"must be a LayerGraph, got {type(graph).__name__}")
+    if not (isinstance(grow, int | float) and 0.0 <= grow <= 1.0):
+        raise SciMLInputError("grow", f"must be in [0, 1], got {grow!r}")
     rng = _as_rng(rng)
-    choices = tuple(sorted(OPS)) if ops is None else tuple(ops)
-    if not choices or any(op not in OPS for op in choices):
-        raise SciMLInputError("ops", f"unknown or empty ops {choices!r}")
+    choices, weights = _weights(ops, op_weights)
     parent_key = graph.pruned()
     candidates = sorted(i for i in graph.live() if i >= len(INITIAL_NODES))
+    elementwise = [(op, w) for op, w in zip(choices, weights, strict=True) if OPS[op].kind == "elementwise" and w > 0]
     for _ in range(max_tries):
+        if grow and elementwise and len(parent_key.nodes) < max_nodes and rng.random() < grow:
+            op = rng.choices([o for o, _ in elementwise], [w for _, w in elementwise])[0]
+            top = parent_key.output
+            inputs = (top,) if OPS[op].arity == 1 else (top, _draw_appended_operand(rng, top + 1))
+            if rng.random() < 0.5:
+                inputs = inputs[::-1]
+            child = dataclasses.replace(parent_key, nodes=(*parent_key.nodes, Node(op, inputs)))
+            if child.is_pointwise_in_input() and child.pruned() != parent_key:
+                return child
+            continue
         index = rng.choice(candidates)
         node = graph.node(index)
         if rng.random() < 0.5:
-            others = [op for op in choices if op != node.op]
+            others = [(op, w) for op, w in zip(choices, weights, strict=True) if op != node.op and w > 0]
+            if rng.random() < 0.5:
+                same = [(op, w) for op, w in others if OPS[op].kind == OPS[node.op].kind]
+                others = same or others
             if not others:
                 continue
-            op = rng.choice(others)
+            op = rng.choices([o for o, _ in others], [w for _, w in others])[0]
             arity = OPS[op].arity
             if arity == len(node.inputs):
                 inputs = node.inputs
             elif arity > len(node.inputs):
-                inputs = node.inputs + tuple(rng.randrange(index) for _ in range(arity - len(node.inputs)))
+                inputs = node.inputs + tuple(_draw_input(rng, index) for _ in range(arity - len(node.inputs)))
             else:
                 inputs = (rng.choice(node.inputs),)
             new = Node(op, inputs)
         else:
             slot = rng.randrange(len(node.inputs))
             inputs = list(node.inputs)
-            inputs[slot] = rng.randrange(index)
+            inputs[slot] = _draw_input(rng, index)
             new = Node(node.op, tuple(inputs))
         nodes = list(graph.nodes)
         nodes[index - len(INITIAL_NODES)] = new
