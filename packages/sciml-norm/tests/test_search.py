@@ -206,8 +206,14 @@ def test_evonorm_graphs_match_timm_and_formula() -> None:
 
 def test_formulas() -> None:
     assert str(LayerGraph.relu()) == "max(x, 0)"
-    assert str(LayerGraph.evonorm_s0()) == "x·sigmoid(x·v1) / std_ghw(x)"
-    assert str(LayerGraph.bn_relu()) == "max((((x + -mean_bhw(x)) / std_bhw(x))·v1 + v0), 0)"
+    assert str(LayerGraph.evonorm_s0()) == "(x·sigmoid(x·v1)) / std_ghw(x)"
+    assert str(LayerGraph.bn_relu()) == "max((((x + (-mean_bhw(x))) / std_bhw(x))·v1) + v0, 0)"
+    # grouping is explicit: (x / s)·s and x / (s·s) print differently
+    left = LayerGraph((Node("std_instance", (0,)), Node("div", (0, 4)), Node("mul", (5, 4))))
+    right = LayerGraph((Node("std_instance", (0,)), Node("mul", (4, 4)), Node("div", (0, 5))))
+    assert str(left) == "(x / std_hw(x))·std_hw(x)"
+    assert str(right) == "x / (std_hw(x)·std_hw(x))"
+    assert str(LayerGraph((Node("add", (0, 2)), Node("neg", (4,))))) == "-(x + v0)"
     assert str(LayerGraph((Node("tanh", (0,)), Node("abs", (0,))))) == "|x|"  # dead nodes are not printed
 
 
@@ -479,7 +485,7 @@ def _assert_rescoring_consistent(result: search_api.SearchResult, *, top: int, s
     for index, runs in rescored.items():
         assert len(runs) == seeds
         assert all(len(run) == len(result.config.task.architectures) for run in runs)
-        values = [*result.history[index].accuracies, *(a for run in runs for a in run)]
+        values = [*result.history[index].accuracies * result.eval_seeds, *(a for run in runs for a in run)]
         assert result.score(result.history[index]) == pytest.approx(sum(values) / len(values))
     assert result.best is not None
     assert result.best.index in rescored
@@ -511,6 +517,32 @@ def test_search_deduplicates_keeps_elite_and_rescores() -> None:
         search(elite=-1, progress=False)
     with pytest.raises(SciMLInputError, match="rescore_top"):
         search(rescore_top=-1, progress=False)
+
+
+def test_search_evaluates_accepted_candidates_on_several_seeds() -> None:
+    result = search(
+        population=3, budget=6, batch_size=3, seed=4, config=TINY_CONFIG, rescore_top=1, eval_seeds=2, progress=False
+    )
+    assert result.eval_seeds == 2
+    _assert_rescoring_consistent(result, top=1, seeds=1)
+    # an accepted candidate's accuracies are the per-architecture means over seeds 4 and 5 (independent runs)
+    candidate = result.accepted[0]
+    for k, architecture in enumerate(TINY_TASK.architectures):
+        runs = [search_api.train_proxy(candidate.graph, TINY_TASK, architecture, seed=s).accuracy for s in (4, 5)]
+        assert candidate.accuracies[k] == pytest.approx(sum(runs) / 2)
+    # the re-scoring uses the next seed, 6
+    index, runs = result.rescores[0]
+    graph = result.history[index].graph
+    assert runs[0] == tuple(
+        search_api.train_proxy(graph, TINY_TASK, a, seed=6).accuracy for a in TINY_TASK.architectures
+    )
+    # a rejected candidate is not retrained: its evaluation equals the single-seed one
+    rejected = [c for c in result.history if not c.accepted]
+    for c in rejected[:1]:
+        request = search_api.EvaluationRequest(c.graph, TINY_TASK, TINY_CONFIG.rejection, 4)
+        assert search_api.evaluate_candidate(request) == c.evaluation
+    with pytest.raises(SciMLInputError, match="eval_seeds"):
+        search(eval_seeds=0, progress=False)
 
 
 def test_fingerprint_identifies_functions() -> None:

@@ -11,7 +11,7 @@ Names load on first use, so ``import sciml_norm.search`` stays light.
 Example:
     >>> from sciml_norm.search import LayerGraph
     >>> print(LayerGraph.evonorm_b0())
-    x / max(std_bhw(x), (x·v1 + std_hw(x)))
+    x / max(std_bhw(x), (x·v1) + std_hw(x))
 
 References:
     Hanxiao Liu, Andrew Brock, Karen Simonyan, Quoc V. Le, "Evolving Normalization-Activation Layers", NeurIPS 2020,

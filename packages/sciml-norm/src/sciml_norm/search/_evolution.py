@@ -274,6 +274,8 @@ class SearchResult:
         seed: the search seed.
         rescores: ``(index, runs)`` pairs for the candidates re-trained at the end of the search: ``runs`` holds one
             tuple of per-architecture accuracies per extra training seed.
+        eval_seeds: training seeds each accepted candidate was evaluated on during the search (its
+            :attr:`Candidate.accuracies` are means over them).
         wall_seconds: wall time of the run(s) that produced it (not part of equality).
     """
 
@@ -283,6 +285,7 @@ class SearchResult:
     config: SearchConfig
     seed: int
     rescores: tuple[tuple[int, tuple[tuple[float, ...], ...]], ...] = ()
+    eval_seeds: int = 1
     wall_seconds: float = dataclasses.field(default=0.0, compare=False)
 
     @property
@@ -291,8 +294,8 @@ class SearchResult:
         return tuple(c for c in self.history if c.accepted)
 
     def score(self, candidate: Candidate) -> float:
-        """Mean proxy accuracy over architectures and over the search seed and every re-scoring seed."""
-        runs = [candidate.accuracies] if candidate.accepted else []
+        """Mean proxy accuracy over architectures and over the search seeds and every re-scoring seed."""
+        runs = [candidate.accuracies] * self.eval_seeds if candidate.accepted else []
         runs += list(dict(self.rescores).get(candidate.index, ()))
         values = [a for run in runs for a in run]
         return sum(values) / len(values) if values else 0.0
@@ -335,9 +338,16 @@ class SearchResult:
 
 # --------------------------------------------------------------------------- the driver
 def _settings(
-    population: int, batch_size: int, seed: int, config: SearchConfig, elite: int, rescore_top: int, rescore_seeds: int
+    population: int,
+    batch_size: int,
+    seed: int,
+    config: SearchConfig,
+    elite: int,
+    rescore_top: int,
+    rescore_seeds: int,
+    eval_seeds: int,
 ) -> dict[str, Any]:
-    return {
+    settings: dict[str, Any] = {
         "population": population,
         "batch_size": batch_size,
         "seed": seed,
@@ -346,6 +356,9 @@ def _settings(
         "rescore_top": rescore_top,
         "rescore_seeds": rescore_seeds,
     }
+    if eval_seeds != 1:  # checkpoints of single-seed searches keep their settings
+        settings["eval_seeds"] = eval_seeds
+    return settings
 
 
 def _write_checkpoint(path: Path, settings: Mapping[str, Any], state: Mapping[str, Any]) -> None:
@@ -388,6 +401,7 @@ def search(
     elite: int | None = None,
     rescore_top: int = 5,
     rescore_seeds: int = 1,
+    eval_seeds: int = 1,
     executor: Executor | None = None,
     checkpoint: str | os.PathLike[str] | None = None,
     progress: bool = True,
@@ -408,11 +422,12 @@ def search(
     function was evaluated before is redrawn up to ten times and otherwise reuses the earlier result (it is
     recorded in the history but does not join the population again). The children are evaluated by
     :func:`evaluate_candidate` (quality test, stability test, training on every architecture), all with the same
-    training seed so that candidates are compared on equal terms. When the budget is spent, the ``rescore_top``
-    best distinct layers are re-trained with ``rescore_seeds`` further seeds and :attr:`SearchResult.best` is
-    chosen on the mean over all seeds (one seed's accuracy is noisy, so the single-seed winner is often lucky).
-    Every random draw comes from one ``random.Random(seed)`` in the driver, so the result does not depend on the
-    executor.
+    training seeds so that candidates are compared on equal terms; with ``eval_seeds > 1`` an accepted candidate is
+    trained with that many seeds and scored by the mean (rejected ones cost no more). When the budget is spent,
+    the ``rescore_top`` best distinct layers are re-trained with ``rescore_seeds`` further seeds and
+    :attr:`SearchResult.best` is chosen on the mean over all seeds (one seed's accuracy is noisy, so the single-seed
+    winner is often lucky). Every random draw comes from one ``random.Random(seed)`` in the driver, so the result
+    does not depend on the executor.
 
     Args:
         population: population size :math:`P` (the aging part).
@@ -420,13 +435,15 @@ def search(
         generations: stop after this many generations in total (None: run until the budget is spent; the
             re-scoring runs only then).
         batch_size: children per generation, evaluated concurrently (default: ``population``).
-        seed: the search seed (graphs, mutations, selection and the training seed of every candidate; re-scoring
-            uses ``seed + 1, ..., seed + rescore_seeds``).
+        seed: the search seed (graphs, mutations, selection and the training seeds: every candidate is evaluated
+            with ``seed, ..., seed + eval_seeds - 1``, the re-scoring uses the next ``rescore_seeds`` integers).
         config: proxy task, rejection protocols and mutation settings (default :class:`SearchConfig`).
         elite: size of the elite kept besides the aging population (default ``population // 4``; 0 for pure aging
             evolution).
         rescore_top: how many of the best distinct layers are re-trained at the end (0: none).
         rescore_seeds: extra training seeds of the re-scoring.
+        eval_seeds: training seeds of each accepted candidate during the search (the quality and stability tests use
+            the first only).
         executor: evaluates the candidates (``executor.map``); any ``concurrent.futures.Executor`` works (process
             pools, Ray's or Dask's executors). None: evaluate in this process.
         checkpoint: JSON file written after every generation and after the re-scoring; if it exists, the search
@@ -439,8 +456,8 @@ def search(
 
     Raises:
         SciMLInputError: non-positive ``population``, ``budget``, ``batch_size`` or ``generations``; negative
-            ``elite``, ``rescore_top`` or ``rescore_seeds``; a checkpoint written with other settings or
-            unreadable.
+            ``elite``, ``rescore_top`` or ``rescore_seeds``; ``eval_seeds`` below 1; a checkpoint written with other
+            settings or unreadable.
 
     Example:
         >>> task = ProxyTask(train_size=64, val_size=32, train_steps=2, batch_size=8, width=8)
@@ -460,6 +477,7 @@ def search(
     _check_count("elite", elite, allow_none=True, minimum=0)
     _check_count("rescore_top", rescore_top, minimum=0)
     _check_count("rescore_seeds", rescore_seeds, minimum=0)
+    _check_count("eval_seeds", eval_seeds)
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise SciMLInputError("seed", f"must be an integer, got {seed!r}")
     config = SearchConfig() if config is None else config
@@ -469,7 +487,8 @@ def search(
         raise SciMLInputError("executor", f"must be a concurrent.futures.Executor, got {type(executor).__name__}")
     batch = population if batch_size is None else batch_size
     elite_size = population // 4 if elite is None else elite
-    settings = _settings(population, batch, seed, config, elite_size, rescore_top, rescore_seeds)
+    settings = _settings(population, batch, seed, config, elite_size, rescore_top, rescore_seeds, eval_seeds)
+    extra_eval_seeds = tuple(seed + k for k in range(1, eval_seeds))
     path = None if checkpoint is None else Path(checkpoint)
 
     start = time.perf_counter()
@@ -571,7 +590,7 @@ def search(
             for graph, _ in children:
                 key = _function_key(graph)
                 if key not in cache and key not in fresh:
-                    fresh[key] = EvaluationRequest(graph, task, rules, seed)
+                    fresh[key] = EvaluationRequest(graph, task, rules, seed, extra_eval_seeds)
             requests = list(fresh.values())
             if executor is None:
                 outcomes = [evaluate_candidate(r) for r in requests]
@@ -599,7 +618,7 @@ def search(
         if rescores is None and len(history) >= budget:
             top = _distinct_by_score([c for c in history if c.accepted], lambda c: c.mean_accuracy)
             top = top[: rescore_top if rescore_seeds else 0]
-            extra = [seed + k for k in range(1, rescore_seeds + 1)]
+            extra = [seed + eval_seeds - 1 + k for k in range(1, rescore_seeds + 1)]
             jobs = [(c.graph, task, a, s) for c in top for s in extra for a in task.architectures]
             accuracies = [_train_one(j) for j in jobs] if executor is None else list(executor.map(_train_one, jobs))
             width, per_candidate = len(task.architectures), len(extra) * len(task.architectures)
@@ -620,6 +639,7 @@ def search(
         config,
         seed,
         tuple(sorted((rescores or {}).items())),
+        eval_seeds,
         previous_seconds + time.perf_counter() - start,
     )
 

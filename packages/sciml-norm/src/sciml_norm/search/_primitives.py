@@ -16,6 +16,7 @@ __all__ = [
     "AGGREGATION_AXES",
     "DIVISION_EPS",
     "EXP_CLAMP",
+    "INFIX_OPS",
     "LOG_EPS",
     "OPS",
     "SQRT_EPS",
@@ -49,7 +50,8 @@ class Primitive:
         name: identifier used in graphs and JSON (``"add"``, ``"std_group"``, ...).
         arity: number of inputs (1 or 2).
         kind: ``"elementwise"`` or ``"aggregation"``.
-        symbol: how the formula printer writes it; ``{0}``/``{1}`` stand for the inputs.
+        symbol: how the formula printer writes it; ``{0}``/``{1}`` stand for the inputs (the printer puts
+            parentheses around an operand of an infix operator, :data:`INFIX_OPS`, that is itself infix).
         function: the element-wise function (None for aggregations).
         statistic: for aggregations, ``"mean"``, ``"std"`` or ``"second_moment"``.
         axes: for aggregations, ``"batch"``, ``"layer"``, ``"instance"`` or ``"group"``.
@@ -90,9 +92,9 @@ def _clamped_exp(a: torch.Tensor) -> torch.Tensor:
 
 
 _ELEMENTWISE: tuple[Primitive, ...] = (
-    Primitive("add", 2, "elementwise", "({0} + {1})", torch.add),
+    Primitive("add", 2, "elementwise", "{0} + {1}", torch.add),
     Primitive("mul", 2, "elementwise", "{0}·{1}", torch.mul),
-    Primitive("div", 2, "elementwise", "({0} / {1})", _safe_div),
+    Primitive("div", 2, "elementwise", "{0} / {1}", _safe_div),
     Primitive("max", 2, "elementwise", "max({0}, {1})", _maximum),
     Primitive("neg", 1, "elementwise", "-{0}", torch.neg),
     Primitive("sigmoid", 1, "elementwise", "sigmoid({0})", torch.sigmoid),
@@ -118,6 +120,9 @@ _AGGREGATIONS: tuple[Primitive, ...] = tuple(
     for statistic in ("mean", "std", "second_moment")
     for axes in ("batch", "layer", "instance", "group")
 )
+
+#: Operations printed as infix or prefix operators: their operands are parenthesized when themselves infix.
+INFIX_OPS: frozenset[str] = frozenset({"add", "mul", "div", "neg"})
 
 #: Every primitive by name: 12 element-wise operations and 12 aggregations (3 statistics x 4 axis families).
 OPS: dict[str, Primitive] = {p.name: p for p in _ELEMENTWISE + _AGGREGATIONS}

@@ -207,13 +207,16 @@ class EvaluationRequest:
         graph: the candidate layer.
         task: the proxy task.
         rejection: the rejection protocols' settings.
-        seed: initialization and minibatch seed of every training run of this candidate.
+        seed: initialization and minibatch seed of the rejection tests and of the first training run.
+        extra_seeds: further training seeds of an accepted candidate; its accuracy on each architecture is the mean
+            over ``seed`` and these (rejections cost no more).
     """
 
     graph: LayerGraph
     task: ProxyTask
     rejection: RejectionConfig
     seed: int
+    extra_seeds: tuple[int, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -222,7 +225,8 @@ class CandidateEvaluation:
 
     Attributes:
         status: ``"accepted"``, ``"rejected-quality"`` or ``"rejected-stability"``.
-        accuracies: validation accuracy on each proxy architecture (None when rejected).
+        accuracies: validation accuracy on each proxy architecture, the mean over the request's seeds (None when
+            rejected).
         quality_accuracy: accuracy at the quality test.
         max_grad_norm: the largest gradient norm of the stability test (None when it did not run).
         seconds: wall time of the evaluation (not part of equality).
@@ -237,6 +241,9 @@ class CandidateEvaluation:
 
 def evaluate_candidate(request: EvaluationRequest) -> CandidateEvaluation:
     """Evaluate one candidate: quality test, stability test, then training on every proxy architecture.
+
+    An accepted candidate is also trained with each of ``request.extra_seeds`` on every architecture, and its
+    accuracies are the per-architecture means over all its seeds (less selection noise for the accepted ones only).
 
     The quality test is the first ``quality_steps`` steps of the training run on the first architecture (the run
     goes on when the layer passes), so it costs nothing extra for accepted layers. This is a top-level function so
@@ -279,6 +286,11 @@ def evaluate_candidate(request: EvaluationRequest) -> CandidateEvaluation:
     accuracies = [outcome.accuracy]
     for architecture in others:
         accuracies.append(train_proxy(request.graph, task, architecture, seed=request.seed).accuracy)
+    extra = tuple(request.extra_seeds)
+    if extra:
+        for k, architecture in enumerate(task.architectures):
+            runs = [train_proxy(request.graph, task, architecture, seed=s).accuracy for s in extra]
+            accuracies[k] = (accuracies[k] + sum(runs)) / (1 + len(runs))
     return CandidateEvaluation(
         "accepted", tuple(accuracies), quality, stability.max_grad_norm, time.perf_counter() - start
     )
