@@ -135,7 +135,10 @@ def test_prox_l1_and_elastic_net_match_scipy() -> None:
         assert_close(prox_l1(_t(v), torch.full((7,), lam, dtype=F64), s), expected, atol=1e-6, rtol=0)
         expected_en = _prox_l1_oracle(v, lam, s, l2=0.8)
         assert_close(prox_elastic_net(_t(v), (lam, 0.8), s), expected_en, atol=1e-6, rtol=0)
-        assert np.sum(expected == 0) >= 0  # some coordinates are thresholded to zero in the oracle too
+        # the dead zone |v| <= lam * s is exercised, and ours returns exact zeros there
+        dead = np.abs(v) <= lam * s
+        assert dead.any()
+        assert bool((prox_l1(_t(v), lam, s)[torch.from_numpy(dead)] == 0).all())
     assert (prox_l1(_t(v), 0.7) == 0).sum() == np.sum(np.abs(v) <= 0.7)
 
 

@@ -18,8 +18,16 @@ from sciml_equivariant._kernels.gaunt_grid import gaunt_grid_op, gaunt_grid_prod
 from sciml_protocols import SciMLInputError
 from sciml_protocols.testing import assert_close, assert_interpreter_parity, gradcheck_float64, interpreter_enabled
 
-needs_interpreter = pytest.mark.skipif(not interpreter_enabled(), reason="needs TRITON_INTERPRET=1 at startup")
-needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+needs_interpreter = pytest.mark.skipif(
+    not interpreter_enabled(),
+    reason=(
+        "Triton interpreter parity runs in the nox interpret session "
+        "(TRITON_INTERPRET=1 must be set before triton loads)"
+    ),
+)
+needs_cuda = pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA device (run shared/gpu_check.sh on the GPU machine)"
+)
 
 
 def e3nn_sh(lmax, points):
@@ -170,8 +178,9 @@ def test_interpreter_gaunt_product_and_gradients():
 @needs_cuda
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 def test_cuda_kernel(dtype):
-    bx, by, w = (t.cuda() for t in e3nn_grid(6, 6, 6))
-    x, y = (t.cuda() for t in random_rows(1000, 49, 49))
+    cuda = torch.device("cuda")
+    bx, by, w = (t.to(cuda) for t in e3nn_grid(6, 6, 6))
+    x, y = (t.to(cuda) for t in random_rows(1000, 49, 49))
     expected = gaunt_grid_reference(x, y, bx, by, w)
     got = gaunt_grid_product(x.to(dtype), y.to(dtype), bx, by, w)
     assert got.dtype == dtype
@@ -194,8 +203,9 @@ def test_cuda_kernel(dtype):
 @pytest.mark.compile
 @needs_cuda
 def test_cuda_compile():
-    bx, by, w = (t.cuda().float() for t in e3nn_grid(2, 2, 2))
-    x, y = (t.cuda().float() for t in random_rows(64, 9, 9))
+    cuda = torch.device("cuda")
+    bx, by, w = (t.to(cuda, torch.float32) for t in e3nn_grid(2, 2, 2))
+    x, y = (t.to(cuda, torch.float32) for t in random_rows(64, 9, 9))
     fn = torch.compile(lambda a, b: gaunt_grid_product(a, b, bx, by, w), fullgraph=True)
     assert_close(fn(x, y), gaunt_grid_reference(x, y, bx, by, w), rtol=1e-5, atol=1e-5)
 

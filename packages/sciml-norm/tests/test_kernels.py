@@ -14,8 +14,16 @@ from sciml_norm._kernels import evonorm as fused
 from sciml_protocols.testing import assert_close, assert_interpreter_parity, gradcheck_float64, interpreter_enabled
 
 F32, F64 = torch.float32, torch.float64
-needs_interpreter = pytest.mark.skipif(not interpreter_enabled(), reason="needs TRITON_INTERPRET=1 at startup")
-needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+needs_interpreter = pytest.mark.skipif(
+    not interpreter_enabled(),
+    reason=(
+        "Triton interpreter parity runs in the nox interpret session "
+        "(TRITON_INTERPRET=1 must be set before triton loads)"
+    ),
+)
+needs_cuda = pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA device (run shared/gpu_check.sh on the GPU machine)"
+)
 
 
 def make(shape, dtype=F64, channels_last=False, seed=0, device="cpu"):

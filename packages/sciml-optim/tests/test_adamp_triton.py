@@ -17,7 +17,13 @@ from sciml_optim._adamp import AdamP
 from sciml_protocols.testing import assert_close, interpreter_enabled
 from torch import nn
 
-needs_interpreter = pytest.mark.skipif(not interpreter_enabled(), reason="needs TRITON_INTERPRET=1 at startup")
+needs_interpreter = pytest.mark.skipif(
+    not interpreter_enabled(),
+    reason=(
+        "Triton interpreter parity runs in the nox interpret session "
+        "(TRITON_INTERPRET=1 must be set before triton loads)"
+    ),
+)
 TOLERANCE = {torch.float64: (1e-12, 1e-14), torch.float32: (2e-6, 1e-7)}
 
 

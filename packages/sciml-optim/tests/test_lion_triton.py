@@ -18,7 +18,13 @@ from sciml_protocols.testing import (
     interpreter_enabled,
 )
 
-needs_interpreter = pytest.mark.skipif(not interpreter_enabled(), reason="needs TRITON_INTERPRET=1 at startup")
+needs_interpreter = pytest.mark.skipif(
+    not interpreter_enabled(),
+    reason=(
+        "Triton interpreter parity runs in the nox interpret session "
+        "(TRITON_INTERPRET=1 must be set before triton loads)"
+    ),
+)
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 # several tensors per launch, sizes below, at and above multiples of the (small) test block, and a single element

@@ -14,8 +14,16 @@ from sciml_protocols import SciMLInputError
 from sciml_protocols.testing import assert_close, assert_interpreter_parity, gradcheck_float64, interpreter_enabled
 from torch.utils._python_dispatch import TorchDispatchMode
 
-needs_interpreter = pytest.mark.skipif(not interpreter_enabled(), reason="needs TRITON_INTERPRET=1 at startup")
-needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+needs_interpreter = pytest.mark.skipif(
+    not interpreter_enabled(),
+    reason=(
+        "Triton interpreter parity runs in the nox interpret session "
+        "(TRITON_INTERPRET=1 must be set before triton loads)"
+    ),
+)
+needs_cuda = pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA device (run shared/gpu_check.sh on the GPU machine)"
+)
 TOL = {torch.float64: 1e-12, torch.float32: 2e-5}
 
 

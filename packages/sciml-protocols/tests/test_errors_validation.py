@@ -108,3 +108,16 @@ def test_check_in_choices():
     sp.check_in_choices("mode", "a", ["a", "b"])
     with pytest.raises(sp.SciMLInputError, match="'mode': must be one of 'a', 'b'; got 'c'"):
         sp.check_in_choices("mode", "c", ["a", "b"])
+
+
+def test_check_int() -> None:
+    import numpy as np
+
+    assert sp.check_int("n", 3, minimum=1) == 3
+    assert sp.check_int("n", np.int64(4)) == 4
+    assert type(sp.check_int("n", np.int64(4))) is int
+    for bad in (True, 2.0, "3", None):
+        with pytest.raises(sp.SciMLInputError, match="argument 'n': must be an int"):
+            sp.check_int("n", bad, minimum=0)
+    with pytest.raises(sp.SciMLInputError, match=">= 1, got 0"):
+        sp.check_int("n", 0, minimum=1)

@@ -24,6 +24,7 @@ EXPECTED = [
     "check_nonempty",
     "check_same_device",
     "check_in_choices",
+    "check_int",
     "LinearOperator",
     "AbstractLinearOperator",
     "DenseOperator",

@@ -16,7 +16,13 @@ from sciml_protocols.testing import assert_close, assert_interpreter_parity, int
 from sciml_special import iv_ratio, log_iv, log_ive, log_kv, log_kve
 from sciml_special._ops import _reference
 
-needs_interpreter = pytest.mark.skipif(not interpreter_enabled(), reason="needs TRITON_INTERPRET=1 at startup")
+needs_interpreter = pytest.mark.skipif(
+    not interpreter_enabled(),
+    reason=(
+        "Triton interpreter parity runs in the nox interpret session "
+        "(TRITON_INTERPRET=1 must be set before triton loads)"
+    ),
+)
 
 CASES = [("log_iv", False), ("log_iv", True), ("log_kv", False), ("log_kv", True), ("iv_ratio", False)]
 PUBLIC = {("log_iv", False): log_iv, ("log_iv", True): log_ive, ("log_kv", False): log_kv, ("log_kv", True): log_kve}

@@ -41,9 +41,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import numpy as np
 import torch
-from sciml_protocols import SciMLInputError
+from sciml_protocols import SciMLInputError, check_int
 from torch import Tensor, nn
 
 from ._gaunt import GauntPlan
@@ -58,14 +57,6 @@ _BACKENDS = ("auto", "torch", "triton")
 
 
 # ----------------------------------------------------------------------------------------------- helpers
-
-
-def _check_int(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer):
-        raise SciMLInputError(name, f"must be an int, got {type(value).__name__}")
-    if int(value) < minimum:
-        raise SciMLInputError(name, f"must be >= {minimum}, got {value}")
-    return int(value)
 
 
 def _check_backend(backend: object) -> str:
@@ -253,10 +244,10 @@ class GauntTensorProduct(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        self.channels = _check_int("channels", channels, 1)
-        self.lmax_in1 = _check_int("lmax_in1", lmax_in1, 0)
-        self.lmax_in2 = _check_int("lmax_in2", lmax_in2, 0)
-        self.lmax_out = _check_int("lmax_out", lmax_out, 0)
+        self.channels = check_int("channels", channels, minimum=1)
+        self.lmax_in1 = check_int("lmax_in1", lmax_in1, minimum=0)
+        self.lmax_in2 = check_int("lmax_in2", lmax_in2, minimum=0)
+        self.lmax_out = check_int("lmax_out", lmax_out, minimum=0)
         if weights not in _WEIGHTS:
             raise SciMLInputError("weights", f"must be one of {_WEIGHTS}; got {weights!r}")
         self.weights = weights
@@ -433,12 +424,12 @@ class GauntConvolution(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        self.channels = _check_int("channels", channels, 1)
-        self.lmax_in = _check_int("lmax_in", lmax_in, 0)
-        self.lmax_filter = _check_int("lmax_filter", lmax_filter, 0)
-        self.lmax_out = _check_int("lmax_out", lmax_out, 0)
-        num_radial_basis = _check_int("num_radial_basis", num_radial_basis, 1)
-        radial_hidden = _check_int("radial_hidden", radial_hidden, 1)
+        self.channels = check_int("channels", channels, minimum=1)
+        self.lmax_in = check_int("lmax_in", lmax_in, minimum=0)
+        self.lmax_filter = check_int("lmax_filter", lmax_filter, minimum=0)
+        self.lmax_out = check_int("lmax_out", lmax_out, minimum=0)
+        num_radial_basis = check_int("num_radial_basis", num_radial_basis, minimum=1)
+        radial_hidden = check_int("radial_hidden", radial_hidden, minimum=1)
         if isinstance(cutoff, bool) or not isinstance(cutoff, int | float) or not math.isfinite(cutoff) or cutoff <= 0:
             raise SciMLInputError("cutoff", f"must be a positive finite number, got {cutoff!r}")
         if radial is not None and not isinstance(radial, nn.Module):
@@ -606,11 +597,11 @@ class GauntManyBody(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        self.channels = _check_int("channels", channels, 1)
-        self.lmax = _check_int("lmax", lmax, 0)
-        self.correlation = _check_int("correlation", correlation, 1)
-        self.lmax_out = self.lmax if lmax_out is None else _check_int("lmax_out", lmax_out, 0)
-        self.lmax_hidden = None if lmax_hidden is None else _check_int("lmax_hidden", lmax_hidden, 0)
+        self.channels = check_int("channels", channels, minimum=1)
+        self.lmax = check_int("lmax", lmax, minimum=0)
+        self.correlation = check_int("correlation", correlation, minimum=1)
+        self.lmax_out = self.lmax if lmax_out is None else check_int("lmax_out", lmax_out, minimum=0)
+        self.lmax_hidden = None if lmax_hidden is None else check_int("lmax_hidden", lmax_hidden, minimum=0)
         self.backend = _check_backend(backend)
         factory = _factory(device, dtype)
         c = self.channels

@@ -6,7 +6,7 @@ r"""``sciml demo sciml-equivariant``: Gaunt products against e3nn, equivariance 
   when ours agrees with e3nn to 1e-5 relative in float32 wherever both run.
 * ``gaunt-equivariance``: :math:`\max|f(D x) - D f(x)| / \max|f(x)|` under random rotations for every module and
   backend in float32 and float64; passes below 1e-10 (float64) and 1e-4 (float32).
-* ``lie-affine-invariance`` (when :mod:`sciml_equivariant._affine_demo` is present): the Lie-group experiment.
+* ``lie-affine-invariance``: the Lie-group experiment.
 
 Everything runs on data generated here; matplotlib loads inside the figure helpers (no figure without it).
 
@@ -229,90 +229,85 @@ def _subjects(channels: int, lmax: int, module_backends: Sequence[str]) -> list[
         return [_rotate_features(t, R, c, d) for t, d in zip(x, degrees, strict=True)]
 
     subjects: list[_Subject] = []
-    if importlib.util.find_spec("sciml_equivariant._gaunt") is not None:
-        for backend in ("grid", "fft", "cg"):
+    for backend in ("grid", "fft", "cg"):
 
-            def build_function(
-                dtype: torch.dtype, device: torch.device, g: torch.Generator, backend: str = backend
-            ) -> Any:
-                from ._gaunt import gaunt_tensor_product
+        def build_function(dtype: torch.dtype, device: torch.device, g: torch.Generator, backend: str = backend) -> Any:
+            from ._gaunt import gaunt_tensor_product
 
-                def f(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-                    return gaunt_tensor_product(x, y, lmax_out=lout, channels=c, backend=backend)
+            def f(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+                return gaunt_tensor_product(x, y, lmax_out=lout, channels=c, backend=backend)
 
-                inputs = [_randn((batch, c * (l1 + 1) ** 2), dtype, device, g),
-                          _randn((batch, c * (l2 + 1) ** 2), dtype, device, g)]  # fmt: skip
-                return f, inputs
+            inputs = [_randn((batch, c * (l1 + 1) ** 2), dtype, device, g),
+                      _randn((batch, c * (l2 + 1) ** 2), dtype, device, g)]  # fmt: skip
+            return f, inputs
 
-            subjects.append(_Subject("gaunt_tensor_product", backend, build_function,
-                                     lambda x, R: features(x, R, (l1, l2)),
-                                     lambda z, R: _rotate_features(z, R, c, lout)))  # fmt: skip
-    if importlib.util.find_spec("sciml_equivariant._cg") is not None:
-        # every path, odd ones included (cross products): the output holds both parities of each degree
-        both = [(c, degree) for degree in range(lout + 1) for _ in range(2)]
-        irreps_out = "+".join(f"{c}x{degree}{p}" for degree in range(lout + 1) for p in "eo")
-        for mode in ("uvw", "uuu"):
+        subjects.append(_Subject("gaunt_tensor_product", backend, build_function,
+                                 lambda x, R: features(x, R, (l1, l2)),
+                                 lambda z, R: _rotate_features(z, R, c, lout)))  # fmt: skip
+    # every path, odd ones included (cross products): the output holds both parities of each degree
+    both = [(c, degree) for degree in range(lout + 1) for _ in range(2)]
+    irreps_out = "+".join(f"{c}x{degree}{p}" for degree in range(lout + 1) for p in "eo")
+    for mode in ("uvw", "uuu"):
 
-            def build_cg(dtype: torch.dtype, device: torch.device, g: torch.Generator, mode: str = mode) -> Any:
-                from ._cg import ClebschGordanTensorProduct
+        def build_cg(dtype: torch.dtype, device: torch.device, g: torch.Generator, mode: str = mode) -> Any:
+            from ._cg import ClebschGordanTensorProduct
 
-                module = ClebschGordanTensorProduct(_gaunt_irreps(c, l1), _gaunt_irreps(c, l2), irreps_out, mode=mode,
-                                                    device=device, dtype=dtype)  # fmt: skip
+            module = ClebschGordanTensorProduct(_gaunt_irreps(c, l1), _gaunt_irreps(c, l2), irreps_out, mode=mode,
+                                                device=device, dtype=dtype)  # fmt: skip
+            _randomize(module, g)
+            inputs = [_randn((batch, c * (l1 + 1) ** 2), dtype, device, g),
+                      _randn((batch, c * (l2 + 1) ** 2), dtype, device, g)]  # fmt: skip
+            return module, inputs
+
+        subjects.append(_Subject(f"ClebschGordanTensorProduct(mode={mode!r})", "torch", build_cg,
+                                 lambda x, R: features(x, R, (l1, l2)),
+                                 lambda z, R: _rotate_irreps(z, R, both)))  # fmt: skip
+    for backend in module_backends:
+        for weights in ("separable", "fully_connected", None):
+
+            def build_tp(dtype: torch.dtype, device: torch.device, g: torch.Generator, backend: str = backend,
+                         weights: str | None = weights) -> Any:  # fmt: skip
+                from ._modules import GauntTensorProduct
+
+                module = GauntTensorProduct(c, l1, l2, lout, weights=weights, backend=backend, device=device,
+                                            dtype=dtype)  # fmt: skip
                 _randomize(module, g)
                 inputs = [_randn((batch, c * (l1 + 1) ** 2), dtype, device, g),
                           _randn((batch, c * (l2 + 1) ** 2), dtype, device, g)]  # fmt: skip
                 return module, inputs
 
-            subjects.append(_Subject(f"ClebschGordanTensorProduct(mode={mode!r})", "torch", build_cg,
+            subjects.append(_Subject(f"GauntTensorProduct(weights={weights!r})", backend, build_tp,
                                      lambda x, R: features(x, R, (l1, l2)),
-                                     lambda z, R: _rotate_irreps(z, R, both)))  # fmt: skip
-    if importlib.util.find_spec("sciml_equivariant._modules") is not None:
-        for backend in module_backends:
-            for weights in ("separable", "fully_connected", None):
-
-                def build_tp(dtype: torch.dtype, device: torch.device, g: torch.Generator, backend: str = backend,
-                             weights: str | None = weights) -> Any:  # fmt: skip
-                    from ._modules import GauntTensorProduct
-
-                    module = GauntTensorProduct(c, l1, l2, lout, weights=weights, backend=backend, device=device,
-                                                dtype=dtype)  # fmt: skip
-                    _randomize(module, g)
-                    inputs = [_randn((batch, c * (l1 + 1) ** 2), dtype, device, g),
-                              _randn((batch, c * (l2 + 1) ** 2), dtype, device, g)]  # fmt: skip
-                    return module, inputs
-
-                subjects.append(_Subject(f"GauntTensorProduct(weights={weights!r})", backend, build_tp,
-                                         lambda x, R: features(x, R, (l1, l2)),
-                                         lambda z, R: _rotate_features(z, R, c, lout)))  # fmt: skip
-
-            def build_conv(dtype: torch.dtype, device: torch.device, g: torch.Generator, backend: str = backend) -> Any:
-                from ._modules import GauntConvolution
-
-                module = GauntConvolution(c, l1, l2, lout, backend=backend, device=device, dtype=dtype)
-                _randomize(module, g)
-                nodes, edges = 6, 14
-                src = torch.randint(nodes, (edges,), generator=g).to(device)
-                dst = torch.randint(nodes, (edges,), generator=g).to(device)
-                positions = _randn((nodes, 3), torch.float64, torch.device("cpu"), g) * 1.5
-                vectors = (positions[dst.cpu()] - positions[src.cpu()]).to(device, dtype)
-                vectors = torch.where(vectors.norm(dim=-1, keepdim=True) > 1e-3, vectors, torch.ones_like(vectors))
-                x = _randn((nodes, c * (l1 + 1) ** 2), dtype, device, g)
-                return (lambda h, v: module(h, src, dst, v)), [x, vectors]
-
-            subjects.append(_Subject("GauntConvolution", backend, build_conv,
-                                     lambda x, R: [_rotate_features(x[0], R, c, l1), x[1] @ R.mT],
                                      lambda z, R: _rotate_features(z, R, c, lout)))  # fmt: skip
 
-            def build_many(dtype: torch.dtype, device: torch.device, g: torch.Generator, backend: str = backend) -> Any:
-                from ._modules import GauntManyBody
+        def build_conv(dtype: torch.dtype, device: torch.device, g: torch.Generator, backend: str = backend) -> Any:
+            from ._modules import GauntConvolution
 
-                module = GauntManyBody(c, l2, 3, lmax_out=lout, backend=backend, device=device, dtype=dtype)
-                _randomize(module, g)
-                return module, [_randn((batch, c * (l2 + 1) ** 2), dtype, device, g)]
+            module = GauntConvolution(c, l1, l2, lout, backend=backend, device=device, dtype=dtype)
+            _randomize(module, g)
+            nodes, edges = 6, 14
+            src = torch.randint(nodes, (edges,), generator=g).to(device)
+            dst = torch.randint(nodes, (edges,), generator=g).to(device)
+            positions = _randn((nodes, 3), torch.float64, torch.device("cpu"), g) * 1.5
+            vectors = (positions[dst.cpu()] - positions[src.cpu()]).to(device, dtype)
+            vectors = torch.where(vectors.norm(dim=-1, keepdim=True) > 1e-3, vectors, torch.ones_like(vectors))
+            x = _randn((nodes, c * (l1 + 1) ** 2), dtype, device, g)
+            return (lambda h, v: module(h, src, dst, v)), [x, vectors]
 
-            subjects.append(_Subject("GauntManyBody(correlation=3)", backend, build_many,
-                                     lambda x, R: features(x, R, (l2,)),
-                                     lambda z, R: _rotate_features(z, R, c, lout)))  # fmt: skip
+        subjects.append(_Subject("GauntConvolution", backend, build_conv,
+                                 lambda x, R: [_rotate_features(x[0], R, c, l1), x[1] @ R.mT],
+                                 lambda z, R: _rotate_features(z, R, c, lout)))  # fmt: skip
+
+        def build_many(dtype: torch.dtype, device: torch.device, g: torch.Generator, backend: str = backend) -> Any:
+            from ._modules import GauntManyBody
+
+            module = GauntManyBody(c, l2, 3, lmax_out=lout, backend=backend, device=device, dtype=dtype)
+            _randomize(module, g)
+            return module, [_randn((batch, c * (l2 + 1) ** 2), dtype, device, g)]
+
+        subjects.append(_Subject("GauntManyBody(correlation=3)", backend, build_many,
+                                 lambda x, R: features(x, R, (l2,)),
+                                 lambda z, R: _rotate_features(z, R, c, lout)))  # fmt: skip
     return subjects
 
 
@@ -467,15 +462,10 @@ def _draw_equivariance(ctx: DemoContext, rows: Sequence[dict[str, Any]]) -> Path
 def demos() -> list[Any]:
     """The demos of sciml-equivariant (entry point ``sciml.demos``).
 
-    The affine-invariance demo comes from :mod:`sciml_equivariant._affine_demo` when that module is present.
-
     Example:
-        >>> [d.name for d in demos()][:2]
-        ['gaunt-speed', 'gaunt-equivariance']
+        >>> [d.name for d in demos()]
+        ['gaunt-speed', 'gaunt-equivariance', 'lie-affine-invariance']
     """
-    found: list[Any] = [GauntSpeedDemo(), GauntEquivarianceDemo()]
-    if importlib.util.find_spec("sciml_equivariant._affine_demo") is not None:
-        from ._affine_demo import AffineInvarianceDemo  # pyright: ignore[reportMissingImports]
+    from ._affine_demo import AffineInvarianceDemo
 
-        found.append(AffineInvarianceDemo())
-    return found
+    return [GauntSpeedDemo(), GauntEquivarianceDemo(), AffineInvarianceDemo()]

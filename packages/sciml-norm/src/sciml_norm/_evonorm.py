@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, cast
 
 import torch
-from sciml_protocols import SciMLInputError
+from sciml_protocols import SciMLInputError, check_int
 from torch import nn
 
 from ._functional import evonorm_b0, evonorm_s0
@@ -81,14 +81,6 @@ _ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
 
 # ----------------------------------------------------------------------------------------------------------------
 # validation helpers
-
-
-def _check_int(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise SciMLInputError(name, f"must be an int, got {type(value).__name__}")
-    if value < minimum:
-        raise SciMLInputError(name, f"must be >= {minimum}, got {value}")
-    return value
 
 
 def _check_eps(eps: object) -> float:
@@ -132,7 +124,7 @@ def _resolve_groups(num_features: int, groups: object, group_size: object, group
     if groups_mode not in ("strict", "decrement"):
         raise SciMLInputError("groups_mode", f"must be 'strict' or 'decrement', got {groups_mode!r}")
     if group_size is not None:
-        size = _check_int("group_size", group_size, 1)
+        size = check_int("group_size", group_size, minimum=1)
         if num_features % size == 0:
             return num_features // size
         if groups_mode == "strict":
@@ -143,7 +135,7 @@ def _resolve_groups(num_features: int, groups: object, group_size: object, group
             )
         count = max(1, num_features // size)
     else:
-        count = _check_int("groups", groups, 1)
+        count = check_int("groups", groups, minimum=1)
         if num_features % count == 0:
             return count
         if groups_mode == "strict":
@@ -272,7 +264,7 @@ class _EvoNorm2dBase(nn.Module):
         dtype: torch.dtype | None,
     ) -> None:
         super().__init__()
-        self.num_features = _check_int("num_features", num_features, 1)
+        self.num_features = check_int("num_features", num_features, minimum=1)
         self.apply_act = _check_bool("apply_act", apply_act)
         self.eps = _check_eps(eps)
         if dtype is not None and not dtype.is_floating_point:

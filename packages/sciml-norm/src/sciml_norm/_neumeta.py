@@ -59,7 +59,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from sciml_protocols import SciMLInputError
+from sciml_protocols import SciMLInputError, check_int
 from torch import Tensor, nn
 from torch.func import functional_call
 
@@ -78,12 +78,6 @@ __all__ = [
 ]
 
 _ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU, "silu": nn.SiLU}
-
-
-def _check_int(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise SciMLInputError(name, f"must be an int >= {minimum}, got {value!r}")
-    return value
 
 
 def _check_float(name: str, value: object, *, minimum: float = 0.0) -> float:
@@ -124,9 +118,9 @@ class MLPFamily:
     activation: str = "relu"
 
     def __post_init__(self) -> None:
-        _check_int("in_features", self.in_features, 1)
-        _check_int("out_features", self.out_features, 1)
-        _check_int("num_hidden_layers", self.num_hidden_layers, 1)
+        check_int("in_features", self.in_features, minimum=1)
+        check_int("out_features", self.out_features, minimum=1)
+        check_int("num_hidden_layers", self.num_hidden_layers, minimum=1)
         if self.activation not in _ACTIVATIONS:
             raise SciMLInputError("activation", f"must be one of {sorted(_ACTIVATIONS)}, got {self.activation!r}")
 
@@ -139,7 +133,7 @@ class MLPFamily:
         Returns:
             The network.
         """
-        _check_int("width", width, 1)
+        check_int("width", width, minimum=1)
         layers: list[nn.Module] = []
         previous = self.in_features
         for _ in range(self.num_hidden_layers):
@@ -173,10 +167,10 @@ class CNNFamily:
     batch_norm: bool = False
 
     def __post_init__(self) -> None:
-        _check_int("in_channels", self.in_channels, 1)
-        _check_int("num_classes", self.num_classes, 1)
-        _check_int("num_conv_layers", self.num_conv_layers, 1)
-        if _check_int("kernel_size", self.kernel_size, 1) % 2 == 0:
+        check_int("in_channels", self.in_channels, minimum=1)
+        check_int("num_classes", self.num_classes, minimum=1)
+        check_int("num_conv_layers", self.num_conv_layers, minimum=1)
+        if check_int("kernel_size", self.kernel_size, minimum=1) % 2 == 0:
             raise SciMLInputError("kernel_size", f"must be odd, got {self.kernel_size}")
 
     def __call__(self, width: int) -> nn.Sequential:
@@ -188,7 +182,7 @@ class CNNFamily:
         Returns:
             The network.
         """
-        _check_int("width", width, 1)
+        check_int("width", width, minimum=1)
         layers: list[nn.Module] = []
         previous = self.in_channels
         for _ in range(self.num_conv_layers):
@@ -304,7 +298,7 @@ def positional_encoding(x: Tensor, num_freqs: int) -> Tensor:
     """
     if not isinstance(x, Tensor) or not x.is_floating_point():
         raise SciMLInputError("x", "must be a floating-point torch.Tensor")
-    _check_int("num_freqs", num_freqs, 0)
+    check_int("num_freqs", num_freqs, minimum=0)
     parts = [x]
     for k in range(num_freqs):
         angle = (2.0**k) * math.pi * x
@@ -390,10 +384,10 @@ class NeuMetaINR(nn.Module):
         if not callable(family):
             raise SciMLInputError("family", "must be a callable width -> nn.Module")
         self.family = family
-        self.reference_width = _check_int("reference_width", reference_width, 1)
-        self.hidden_dim = _check_int("hidden_dim", hidden_dim, 1)
-        self.num_layers = _check_int("num_layers", num_layers, 1)
-        self.num_freqs = _check_int("num_freqs", num_freqs, 0)
+        self.reference_width = check_int("reference_width", reference_width, minimum=1)
+        self.hidden_dim = check_int("hidden_dim", hidden_dim, minimum=1)
+        self.num_layers = check_int("num_layers", num_layers, minimum=1)
+        self.num_freqs = check_int("num_freqs", num_freqs, minimum=0)
         self.coordinate_noise = _check_float("coordinate_noise", coordinate_noise)
         residual_scale = float(_check_float("residual_scale", residual_scale, minimum=-math.inf))
         reference = self._build(reference_width)
@@ -427,7 +421,7 @@ class NeuMetaINR(nn.Module):
         self._templates: dict[tuple[int, str, torch.dtype], nn.Module] = {}
 
     def _build(self, width: int) -> nn.Module:
-        _check_int("width", width, 1)
+        check_int("width", width, minimum=1)
         model = self.family(width)
         if not isinstance(model, nn.Module):
             raise SciMLInputError("family", f"must return an nn.Module, got {type(model).__name__}")
@@ -542,7 +536,7 @@ class NeuMetaINR(nn.Module):
         Raises:
             SciMLInputError: on a bad width, ``num_samples`` or noise.
         """
-        _check_int("num_samples", num_samples, 1)
+        check_int("num_samples", num_samples, minimum=1)
         sigma = self.coordinate_noise if noise is None else _check_float("noise", noise)
         total = self.generate(width, noise=0.0)
         for _ in range(num_samples - 1):
@@ -585,7 +579,7 @@ def recalibrate_batchnorm(model: nn.Module, inputs: Tensor, *, batch_size: int =
     """
     if not isinstance(inputs, Tensor) or inputs.ndim < 1 or inputs.shape[0] == 0:
         raise SciMLInputError("inputs", "must be a non-empty tensor with a batch dimension")
-    _check_int("batch_size", batch_size, 1)
+    check_int("batch_size", batch_size, minimum=1)
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     saved = [m.momentum for m in norms]
     for m in norms:
@@ -702,13 +696,13 @@ def train_neumeta(
     widths = list(widths)
     if not widths or any(isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in widths):
         raise SciMLInputError("widths", f"must be a non-empty sequence of positive ints, got {widths!r}")
-    _check_int("steps", steps, 1)
+    check_int("steps", steps, minimum=1)
     task_weight = _check_float("task_weight", task_weight)
     recon_weight = _check_float("recon_weight", recon_weight)
     reg_weight = _check_float("reg_weight", reg_weight)
     _check_float("lr", lr)
     _check_float("weight_decay", weight_decay)
-    _check_int("batch_size", batch_size, 1)
+    check_int("batch_size", batch_size, minimum=1)
     if grad_clip is not None:
         _check_float("grad_clip", grad_clip)
     if recon not in ("relative", "weighted", "mse"):
@@ -884,14 +878,14 @@ def neumeta_width_experiment(
     """
     import time
 
-    trained = sorted({_check_int("trained_widths", w, 1) for w in trained_widths})
-    unseen = sorted({_check_int("unseen_widths", w, 1) for w in unseen_widths})
+    trained = sorted({check_int("trained_widths", w, minimum=1) for w in trained_widths})
+    unseen = sorted({check_int("unseen_widths", w, minimum=1) for w in unseen_widths})
     if not trained:
         raise SciMLInputError("trained_widths", "must not be empty")
     for name, value in (("inr_steps", inr_steps), ("net_steps", net_steps), ("num_samples", num_samples)):
-        _check_int(name, value, 1)
-    _check_int("n_train", n_train, 2)
-    _check_int("n_test", n_test, 2)
+        check_int(name, value, minimum=1)
+    check_int("n_train", n_train, minimum=2)
+    check_int("n_test", n_test, minimum=2)
     start = time.perf_counter()
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -12,8 +12,6 @@ Reference:
 from __future__ import annotations
 
 import dataclasses
-import importlib
-import importlib.util
 import math
 import time
 from collections.abc import Sequence
@@ -36,17 +34,13 @@ _TEMPLATE_SEED = 20_200_402  # templates are part of the task, the same for ever
 def demos() -> list[Demo]:
     """The demos of sciml-norm (entry point ``sciml.demos``).
 
-    The layer-search demo is listed when :mod:`sciml_norm._search_demo` is present.
-
     Example:
-        >>> "evonorm-batch-size" in [d.name for d in demos()]
-        True
+        >>> [d.name for d in demos()]
+        ['evonorm-batch-size', 'evonorm-search']
     """
-    found: list[Demo] = [EvoNormBatchSizeDemo()]
-    if importlib.util.find_spec("sciml_norm._search_demo") is not None:
-        module = importlib.import_module("sciml_norm._search_demo")
-        found.append(module.LayerSearchDemo())
-    return found
+    from ._search_demo import LayerSearchDemo
+
+    return [EvoNormBatchSizeDemo(), LayerSearchDemo()]
 
 
 def make_texture_images(

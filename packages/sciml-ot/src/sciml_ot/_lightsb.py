@@ -23,7 +23,7 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
-from sciml_protocols import SciMLInputError, Solution
+from sciml_protocols import SciMLInputError, Solution, check_int
 from sciml_protocols import check_finite as _check_finite
 from sciml_protocols import check_nonempty as _check_nonempty
 from sciml_protocols import check_positive as _check_positive
@@ -32,14 +32,6 @@ from torch import nn
 __all__ = ["GaussianBridge", "LightSB", "gaussian_bridge"]
 
 Sampler = Callable[[int], torch.Tensor]
-
-
-def _check_int(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise SciMLInputError(name, f"must be an int, got {type(value).__name__}")
-    if value < minimum:
-        raise SciMLInputError(name, f"must be >= {minimum}, got {value}")
-    return value
 
 
 def _check_epsilon(epsilon: object) -> float:
@@ -119,14 +111,14 @@ class LightSB(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        self.dim = _check_int("dim", dim, 1)
-        self.n_potentials = _check_int("n_potentials", n_potentials, 1)
+        self.dim = check_int("dim", dim, minimum=1)
+        self.n_potentials = check_int("n_potentials", n_potentials, minimum=1)
         self.epsilon = _check_epsilon(epsilon)
         if not isinstance(is_diagonal, bool):  # pyright: ignore[reportUnnecessaryIsInstance]
             raise SciMLInputError("is_diagonal", f"must be a bool, got {type(is_diagonal).__name__}")
         self.is_diagonal = is_diagonal
         if sampling_batch_size is not None:
-            _check_int("sampling_batch_size", sampling_batch_size, 1)
+            check_int("sampling_batch_size", sampling_batch_size, minimum=1)
         self.sampling_batch_size = sampling_batch_size
         _check_positive("init_scale", init_scale)
         if dtype is not None and not dtype.is_floating_point:
@@ -449,8 +441,8 @@ class LightSB(nn.Module):
             >>> sol.n_iter, sol.history.shape, sol.converged
             (20, torch.Size([20]), True)
         """
-        _check_int("steps", steps, 1)
-        _check_int("batch_size", batch_size, 1)
+        check_int("steps", steps, minimum=1)
+        check_int("batch_size", batch_size, minimum=1)
         _check_positive("lr", lr)
         draw0 = self._as_sampler("sampler0", sampler0, generator)
         draw1 = self._as_sampler("sampler1", sampler1, generator)
@@ -506,7 +498,7 @@ class LightSB(nn.Module):
         x = self._check_points("x", x)
         if x.ndim != 2:
             raise SciMLInputError("x", f"expected shape (B, {self.dim}), got {tuple(x.shape)}")
-        _check_int("n_samples", n_samples, 1)
+        check_int("n_samples", n_samples, minimum=1)
         chunk = self.sampling_batch_size or x.shape[0]
         with torch.no_grad():
             parts = [self._sample_chunk(x[i : i + chunk], n_samples, generator) for i in range(0, x.shape[0], chunk)]
@@ -691,7 +683,7 @@ class LightSB(nn.Module):
         x0 = self._check_points("x0", x0)
         if x0.ndim != 2:
             raise SciMLInputError("x0", f"expected shape (B, {self.dim}), got {tuple(x0.shape)}")
-        _check_int("n_steps", n_steps, 1)
+        check_int("n_steps", n_steps, minimum=1)
         dt = 1.0 / n_steps
         path = [x0]
         x = x0

@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-from sciml_protocols import FunctionOperator, SciMLInputError, Solution, cg
+from sciml_protocols import FunctionOperator, SciMLInputError, Solution, cg, check_int
 from sciml_protocols import check_dtype as _check_dtype
 from sciml_protocols import check_finite as _check_finite
 
@@ -57,12 +57,6 @@ def _check_weights(name: str, w: object) -> torch.Tensor:
     if bool((w <= 0).any()):
         raise SciMLInputError(name, "every weight must be positive (drop the zero-mass points first)")
     return w
-
-
-def _check_int(name: str, value: object, *, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise SciMLInputError(name, f"must be an int >= {minimum}, got {value!r}")
-    return value
 
 
 def _check_real(name: str, value: object, *, strict: bool = True) -> float:
@@ -389,15 +383,15 @@ def sinkhorn_newton_sparse(
     _check_finite("cost", matrix)
     eps = _check_real("eps", eps)
     tol = _check_real("tol", tol)
-    warmup_iters = _check_int("warmup_iters", warmup_iters, minimum=1)
-    max_newton_iter = _check_int("max_newton_iter", max_newton_iter, minimum=0)
-    fallback_max_iter = _check_int("fallback_max_iter", fallback_max_iter, minimum=0)
+    warmup_iters = check_int("warmup_iters", warmup_iters, minimum=1)
+    max_newton_iter = check_int("max_newton_iter", max_newton_iter, minimum=0)
+    fallback_max_iter = check_int("fallback_max_iter", fallback_max_iter, minimum=0)
     if sparsity is not None and (isinstance(sparsity, bool) or not isinstance(sparsity, (int, float))):
         raise SciMLInputError(
             "sparsity", f"must be None, an int (entries per row) or a float threshold, got {sparsity!r}"
         )
     if isinstance(sparsity, int):
-        _check_int("sparsity", sparsity, minimum=1)
+        check_int("sparsity", sparsity, minimum=1)
     elif isinstance(sparsity, float):
         _check_real("sparsity", sparsity, strict=False)
     dropped_mass = _check_real("dropped_mass", dropped_mass, strict=False)
@@ -405,7 +399,7 @@ def sinkhorn_newton_sparse(
         raise SciMLInputError("dropped_mass", f"must be in [0, 1), got {dropped_mass!r}")
     cg_tol = _check_real("cg_tol", cg_tol)
     n, m = matrix.shape
-    cg_cap = n + m if cg_max_iter is None else _check_int("cg_max_iter", cg_max_iter, minimum=1)
+    cg_cap = n + m if cg_max_iter is None else check_int("cg_max_iter", cg_max_iter, minimum=1)
     for name, flag in (
         ("line_search", line_search),
         ("fallback_to_sinkhorn", fallback_to_sinkhorn),

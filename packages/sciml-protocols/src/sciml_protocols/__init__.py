@@ -54,6 +54,7 @@ from ._solution import Solution as Solution
 from ._validation import check_dtype as check_dtype
 from ._validation import check_finite as check_finite
 from ._validation import check_in_choices as check_in_choices
+from ._validation import check_int as check_int
 from ._validation import check_nonempty as check_nonempty
 from ._validation import check_positive as check_positive
 from ._validation import check_same_device as check_same_device
@@ -79,6 +80,7 @@ __all__ = [
     "check_nonempty",
     "check_same_device",
     "check_in_choices",
+    "check_int",
     # linear operators and conjugate gradient
     "LinearOperator",
     "AbstractLinearOperator",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 
 import torch
@@ -13,6 +14,7 @@ __all__ = [
     "check_dtype",
     "check_finite",
     "check_in_choices",
+    "check_int",
     "check_nonempty",
     "check_positive",
     "check_same_device",
@@ -149,6 +151,36 @@ def check_positive(name: str, value: float | torch.Tensor, *, strict: bool = Tru
         raise SciMLInputError(name, f"must be a real number, got {type(value).__name__}")
     if math.isnan(value) or (value <= 0 if strict else value < 0) or math.isinf(value):
         raise SciMLInputError(name, f"must be {word}, got {value}")
+
+
+def check_int(name: str, value: object, *, minimum: int | None = None) -> int:
+    """Return ``value`` as an ``int``, raising unless it is an integer (not a bool) and at least ``minimum``.
+
+    NumPy integers are accepted and converted; floats such as ``2.0`` are not.
+
+    Args:
+        name: the argument's name.
+        value: the value to check.
+        minimum: the smallest allowed value, or None for no bound.
+
+    Returns:
+        ``int(value)``.
+
+    Example:
+        >>> check_int("max_iter", 10, minimum=1)
+        10
+        >>> check_int("max_iter", 0, minimum=1)
+        Traceback (most recent call last):
+        ...
+        sciml_protocols._errors.SciMLInputError: argument 'max_iter': must be an int >= 1, got 0
+    """
+    bound = "" if minimum is None else f" >= {minimum}"
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise SciMLInputError(name, f"must be an int{bound}, got {value!r}")
+    result = int(value)
+    if minimum is not None and result < minimum:
+        raise SciMLInputError(name, f"must be an int{bound}, got {result}")
+    return result
 
 
 def check_nonempty(name: str, tensor: torch.Tensor) -> None:
