@@ -203,6 +203,19 @@ def _triton_kernel() -> Any:
     return gaunt_grid_kernel
 
 
+# Tile sizes of the kernel's launches; benchmarks/sweep_gaunt_blocks.py times alternatives on a GPU.
+_CUDA_CONFIG: dict[str, int] = {
+    "block_n": 64,  # rows per program (float32/16 inputs)
+    "block_n_f64": 32,  # rows per program (float64 under the interpreter; CUDA float64 takes cuBLAS)
+    "block_g": 32,  # grid points per chunk
+    "cap_k": 64,  # largest coefficient chunk
+    "cap_o": 128,  # largest output tile
+    "num_warps": 4,
+    "num_stages": 0,  # 0: Triton's default
+}
+_INTERPRET_CONFIG: dict[str, int] = {"block_n": 16, "block_g": 32, "cap_k": 64, "cap_o": 128}
+
+
 def _block(size: int, cap: int) -> int:
     """Smallest power of two >= size, clamped to [16, cap] (``tl.dot`` needs every dimension >= 16)."""
     block = 16
@@ -242,16 +255,19 @@ def launch(
     use_tf32 = work == torch.float32 and (allow_tf32 or x.dtype in _HALF)
     precision = "tf32" if use_tf32 else "ieee"
     options: dict[str, Any] = {}
+    config = _CUDA_CONFIG if x.device.type == "cuda" else _INTERPRET_CONFIG
     if x.device.type == "cuda":
-        block_n = 32 if work == torch.float64 else 64
+        block_n = config["block_n_f64"] if work == torch.float64 else config["block_n"]
         # explicit, so Triton 3.9 does not warn that its default changes (a warning is an error under pytest)
         options["enable_fp_fusion"] = True
-        options["num_warps"] = 4
+        options["num_warps"] = config["num_warps"]
+        if config["num_stages"]:
+            options["num_stages"] = config["num_stages"]
     else:
-        block_n = 16
-    block_g = 32
-    block_k1, block_k2 = _block(k1, 64), _block(k2, 64)
-    block_o = _block(k3, 128)
+        block_n = config["block_n"]
+    block_g = config["block_g"]
+    block_k1, block_k2 = _block(k1, config["cap_k"]), _block(k2, config["cap_k"])
+    block_o = _block(k3, config["cap_o"])
     grid = (_cdiv(n_rows, block_n), _cdiv(k3, block_o))
     kernel[grid](
         x,

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# GPU validation of sciml-norm and sciml-equivariant on the lent GPU machine (python3 with torch, triton, e3nn,
+# timm, pytest preinstalled; no uv, no network). Run from the repository root:
+#     OUT=/some/dir bash shared/gpu_norm_equivariant.sh
+# Steps, in order of priority, each under its own time limit so that one slow step cannot starve the rest:
+# the gpu-marked tests of both packages, the fused EvoNorm benchmark (NCHW, then channels-last), the Gaunt benchmark
+# against e3nn, the two tile sweeps, then the gpu-marked tests of the other packages. Logs and JSON go to
+# $OUT/work, which is packed into $OUT/results.tar.gz at the end (the machine returns at most 8 files).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT="${OUT:-$PWD/gpu-results}"
+WORK="$OUT/work"
+mkdir -p "$WORK"
+PY="${PYTHON:-python3}"
+export PYTHONUNBUFFERED=1
+SRC=$(ls -d packages/*/src | paste -sd: -)
+export PYTHONPATH="$SRC${PYTHONPATH:+:$PYTHONPATH}"
+SITE="$WORK/site"
+"$PY" shared/write_dist_info.py "$SITE" >"$WORK/dist-info.log" 2>&1
+export PYTHONPATH="$SITE:$PYTHONPATH"
+
+step() {  # step NAME SECONDS COMMAND...
+    local name=$1 limit=$2
+    shift 2
+    local t0=$SECONDS
+    echo "== $name (limit ${limit}s)"
+    timeout -k 5 "$limit" "$@" >"$WORK/$name.log" 2>&1
+    local rc=$?
+    echo "   rc=$rc in $((SECONDS - t0))s"
+    echo "$name rc=$rc seconds=$((SECONDS - t0))" >>"$WORK/steps.txt"
+}
+
+{
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1
+    "$PY" -c "import torch, sys; print('python', sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name(0))"
+    "$PY" -c "import triton, e3nn, timm; print('triton', triton.__version__, 'e3nn', e3nn.__version__, 'timm', timm.__version__)" 2>&1
+} >"$WORK/machine.txt" 2>&1
+cat "$WORK/machine.txt"
+
+PYTEST=("$PY" -m pytest -p no:cacheprovider -q -m gpu -o addopts="" --import-mode=importlib -W "ignore::DeprecationWarning")
+step pytest-norm-eq 150 "${PYTEST[@]}" packages/sciml-norm/tests packages/sciml-equivariant/tests \
+    --junitxml="$WORK/pytest-norm-eq.xml"
+step evonorm-nchw 90 "$PY" packages/sciml-norm/benchmarks/bench_evonorm_gpu.py "$WORK/evonorm-nchw.json"
+step evonorm-cl 60 "$PY" packages/sciml-norm/benchmarks/bench_evonorm_gpu.py "$WORK/evonorm-cl.json" --channels-last
+step gaunt 150 "$PY" packages/sciml-equivariant/benchmarks/bench_gaunt_gpu.py "$WORK/gaunt-cuda.json"
+step sweep-gaunt 60 "$PY" packages/sciml-equivariant/benchmarks/sweep_gaunt_blocks.py "$WORK/sweep-gaunt.json"
+step sweep-evonorm 75 "$PY" packages/sciml-norm/benchmarks/sweep_evonorm_tiles.py "$WORK/sweep-evonorm.json"
+step pytest-others 60 "${PYTEST[@]}" packages/sciml-optim/tests packages/sciml-ot/tests packages/sciml-special/tests \
+    packages/sciml-protocols/tests --junitxml="$WORK/pytest-others.xml"
+
+rm -rf "$SITE"
+for f in pytest-norm-eq evonorm-nchw evonorm-cl gaunt sweep-gaunt sweep-evonorm pytest-others; do
+    echo "---------------- $f (tail)"
+    tail -n 40 "$WORK/$f.log" 2>/dev/null
+done
+tar -czf "$OUT/results.tar.gz" -C "$OUT" work && rm -rf "$WORK"
