@@ -36,6 +36,13 @@ def triton_available() -> bool:
     return True
 
 
+@torch.compiler.assume_constant_result
+def _triton_importable() -> bool:
+    # Under torch.compile this is evaluated once at trace time and baked into the graph as a constant, instead of
+    # Dynamo tracing through the functools.cache wrapper of triton_available (which it warns about).
+    return triton_available()
+
+
 def _flag(env: Mapping[str, str], name: str) -> bool:
     return env.get(name, "").strip().lower() not in ("", "0", "false", "no", "off")
 
@@ -106,7 +113,7 @@ def resolve_backend(requested: str = "auto", *tensors: torch.Tensor | None) -> B
     device_types = _device_types(t for t in tensors if t is not None)
     env = os.environ
     needs_triton = requested == "triton" or (requested == "auto" and device_types == {"cuda"})
-    have_triton = triton_available() if needs_triton else False
+    have_triton = _triton_importable() if needs_triton else False
     backend, reason = _decide(requested, device_types, have_triton=have_triton, env=env)
     if reason is not None and reason not in _warned:
         _warned.add(reason)

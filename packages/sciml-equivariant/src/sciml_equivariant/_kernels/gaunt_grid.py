@@ -212,6 +212,9 @@ _CUDA_CONFIG: dict[str, int] = {
     "cap_o": 128,  # largest output tile
     "num_warps": 4,
     "num_stages": 0,  # 0: Triton's default
+    # backend="auto" takes the fused kernel only up to this many output coefficients (one output tile): past it
+    # every output tile recomputes the grid values, and the three cuBLAS products were faster on an H100
+    "fused_max_out": 128,
 }
 _INTERPRET_CONFIG: dict[str, int] = {"block_n": 16, "block_g": 32, "cap_k": 64, "cap_o": 128}
 
@@ -448,8 +451,8 @@ def gaunt_grid_product(
         basis_x: (G, K1).
         basis_y: (G, K2).
         projection: (G, K3).
-        backend: ``"auto"`` (Triton for CUDA tensors when available, else PyTorch), ``"torch"`` or ``"triton"``
-            (CUDA, or CPU under ``TRITON_INTERPRET=1``).
+        backend: ``"auto"`` (Triton for CUDA tensors when available and K3 <= 128, else PyTorch), ``"torch"`` or
+            ``"triton"`` (CUDA, or CPU under ``TRITON_INTERPRET=1``).
         allow_tf32: let the float32 kernel use TF32 tensor cores (faster, about 1e-3 relative error).
 
     Returns:
@@ -467,6 +470,8 @@ def gaunt_grid_product(
     """
     _validate(x, y, basis_x, basis_y, projection)
     resolved = resolve_backend(backend, x, y)
+    if resolved == "triton" and backend == "auto" and projection.shape[1] > _CUDA_CONFIG["fused_max_out"]:
+        resolved = "torch"  # several output tiles: cuBLAS is faster (see _CUDA_CONFIG)
     if resolved == "torch":
         return _reference(x, y, basis_x, basis_y, projection)
     lead = torch.broadcast_shapes(x.shape[:-1], y.shape[:-1])
