@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import functools
 import importlib
+import importlib.util
 import os
 import warnings
 from collections.abc import Iterable, Mapping
@@ -21,26 +21,34 @@ BACKENDS: tuple[str, ...] = ("auto", "torch", "triton")
 _warned: set[str] = set()
 
 
-@functools.cache
+_TRITON_STATE: dict[str, bool] = {}
+# Located (not imported) once at import: the answer code being traced by torch.compile gets when no eager call has
+# imported triton yet (an import cannot be traced).
+_TRITON_FOUND = importlib.util.find_spec("triton") is not None
+
+
 def triton_available() -> bool:
     """Whether ``import triton`` succeeds (the result is cached; the import happens at the first call only).
+
+    The cache is a plain module dictionary rather than ``functools.cache``, so that ``torch.compile`` traces this
+    function as a constant lookup (Dynamo warns about, and traces through, cache wrappers). Under
+    ``torch.compile`` before any eager call, the answer is whether the package can be located.
 
     Example:
         >>> isinstance(triton_available(), bool)
         True
     """
-    try:
-        importlib.import_module("triton")
-    except Exception:  # a broken triton install raises more than ImportError
-        return False
-    return True
-
-
-@torch.compiler.assume_constant_result
-def _triton_importable() -> bool:
-    # Under torch.compile this is evaluated once at trace time and baked into the graph as a constant, instead of
-    # Dynamo tracing through the functools.cache wrapper of triton_available (which it warns about).
-    return triton_available()
+    if torch.compiler.is_compiling():
+        return _TRITON_STATE.get("importable", _TRITON_FOUND)
+    state = _TRITON_STATE.get("importable")
+    if state is None:
+        try:
+            importlib.import_module("triton")
+            state = True
+        except Exception:  # a broken triton install raises more than ImportError
+            state = False
+        _TRITON_STATE["importable"] = state
+    return state
 
 
 def _flag(env: Mapping[str, str], name: str) -> bool:
@@ -113,7 +121,7 @@ def resolve_backend(requested: str = "auto", *tensors: torch.Tensor | None) -> B
     device_types = _device_types(t for t in tensors if t is not None)
     env = os.environ
     needs_triton = requested == "triton" or (requested == "auto" and device_types == {"cuda"})
-    have_triton = _triton_importable() if needs_triton else False
+    have_triton = triton_available() if needs_triton else False
     backend, reason = _decide(requested, device_types, have_triton=have_triton, env=env)
     if reason is not None and reason not in _warned:
         _warned.add(reason)
