@@ -12,7 +12,7 @@ def test_entry_points_give_protocol_objects():
     names = [d.name for d in found]
     assert names[0] == "evonorm-batch-size"
     assert len(set(names)) == len(names)
-    assert [d.name for d in found] == ["evonorm-batch-size", "evonorm-search"]
+    assert [d.name for d in found] == ["evonorm-batch-size", "evonorm-search", "mip-hypernetwork", "neumeta-widths"]
     all_cases = cases()
     assert all(isinstance(c, BenchmarkCase) for c in all_cases)
     assert len({c.name for c in all_cases}) == len(all_cases)

@@ -391,8 +391,17 @@ def test_conv_family_generation_and_gradients() -> None:
 
 def test_width_experiment_smoke() -> None:
     out = neumeta_width_experiment(
-        trained_widths=(4, 8), unseen_widths=(6,), inr_steps=5, net_steps=5, n_train=64, n_test=64, num_samples=2
+        trained_widths=(4, 8),
+        unseen_widths=(6,),
+        inr_steps=5,
+        warmup_steps=2,
+        net_steps=5,
+        n_train=64,
+        n_test=64,
+        num_samples=2,
+        hidden_dim=16,
     )
+    assert out["permutation_max_abs_diff"] < 1e-5
     assert out["widths"] == [4, 6, 8]
     assert out["tv_after"] <= out["tv_before"]
     for key in ("individual", "neumeta_smooth", "neumeta_raw"):

@@ -608,6 +608,37 @@ def _recon_term(predicted: Tensor, target: Tensor, kind: str, epsilon: float = 1
     return (squared * (weight / weight.max())).mean()
 
 
+def _distillation(logits: Tensor, teacher_logits: Tensor, temperature: float) -> Tensor:
+    # T^2 KL(softmax(z_t / T) || softmax(z / T)), batch mean (Hinton et al.): gradients keep their size across T.
+    student = F.log_softmax(logits / temperature, dim=-1)
+    target = F.log_softmax(teacher_logits / temperature, dim=-1)
+    return temperature**2 * F.kl_div(student, target, log_target=True, reduction="batchmean")
+
+
+def _warmup(
+    inr: NeuMetaINR,
+    targets_by_width: Mapping[int, Mapping[str, Tensor]],
+    steps: int,
+    lr: float,
+    recon: str,
+    generator: torch.Generator | None,
+) -> None:
+    # Reconstruction only, noise-free, at the widths that have targets: gives the joint phase a working network.
+    optimizer = torch.optim.Adam(inr.parameters(), lr=lr)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
+    widths = sorted(targets_by_width)
+    inr.train()
+    for _ in range(steps):
+        width = widths[int(torch.randint(len(widths), (1,), generator=generator))]
+        generated = inr.generate(width, noise=0.0)
+        goal = targets_by_width[width]
+        loss = torch.stack([_recon_term(generated[n], goal[n], recon) for n in generated]).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+
+
 def _resolve_task_loss(
     task_loss: str | Callable[[Tensor, Tensor], Tensor] | None,
 ) -> Callable[[Tensor, Tensor], Tensor]:
@@ -639,21 +670,37 @@ def train_neumeta(
     batch_size: int = 64,
     grad_clip: float | None = 10.0,
     cosine: bool = True,
+    distill_weight: float = 0.0,
+    temperature: float = 2.0,
+    teacher: nn.Module | None = None,
+    warmup_steps: int = 0,
+    warmup_lr: float = 1e-2,
     generator: torch.Generator | None = None,
     progress: bool = False,
 ) -> dict[str, list[float]]:
-    r"""Train a :class:`NeuMetaINR` (in place) with task, reconstruction and weight-norm losses.
+    r"""Train a :class:`NeuMetaINR` (in place) with task, distillation, reconstruction and weight-norm losses.
 
     Every step samples a width uniformly from ``widths`` (restricted to the widths that have a pretrained network
     when ``task_weight == 0``), generates that member's weights with coordinate noise, and minimises
     :math:`\lambda_{\text{task}}\,\ell + \lambda_{\text{rec}}\,\mathcal L_{\text{rec}} + \lambda_{\text{reg}}
     \sum_i \lVert \hat W_i \rVert_2` (see the module docstring) with AdamW, gradient clipping and an optional cosine
-    learning-rate decay.
+    learning-rate decay. With ``distill_weight`` :math:`\lambda_{\text{KD}} > 0` the task term gains the
+    distillation loss :math:`\lambda_{\text{KD}} T^2\, \mathrm{KL}(\mathrm{softmax}(z_t / T) \,\Vert\,
+    \mathrm{softmax}(z / T))` towards a teacher's logits :math:`z_t` on the same mini-batch (Hinton et al., 2015).
+
+    **Warm-up** (``warmup_steps`` > 0, the recipe that makes the joint phase work): a freshly initialised INR
+    generates nearly identical channels (its output is a smooth function of the coordinates), so a network sampled
+    from it is effectively very narrow and the task loss alone barely moves it. The warm-up first fits the INR to
+    the (permuted) pretrained weights with the reconstruction loss only, without coordinate noise, at the widths
+    that have a pretrained network (Adam, learning rate ``warmup_lr``, cosine decay); the joint phase then starts
+    from a network that works at the reconstruction width and spreads it to the other widths.
 
     Args:
         inr: the INR to train.
-        inputs: (N, ...) training inputs of the primary network; may be None when ``task_weight == 0``.
-        targets: (N,) class indices (cross-entropy) or (N, out) regression targets.
+        inputs: (N, ...) training inputs of the primary network; may be None when ``task_weight == 0`` and
+            ``distill_weight == 0``.
+        targets: (N,) class indices (cross-entropy) or (N, out) regression targets; may be None when
+            ``task_weight == 0``.
         widths: the training widths.
         steps: optimisation steps.
         pretrained: a network of the family at ``max(widths)``, or a mapping width -> network, whose (permuted)
@@ -672,11 +719,18 @@ def train_neumeta(
         batch_size: task mini-batch size.
         grad_clip: maximum gradient norm (None: no clipping).
         cosine: cosine-decay the learning rate to 0 over ``steps``.
+        distill_weight: :math:`\lambda_{\text{KD}} \ge 0`, weight of the distillation loss (classification only:
+            the outputs are logits).
+        temperature: distillation temperature :math:`T > 0`.
+        teacher: the network whose logits are distilled; default the pretrained network of the largest width.
+        warmup_steps: reconstruction-only steps before the joint phase (need ``pretrained``); not in the history.
+        warmup_lr: learning rate of the warm-up.
         generator: random generator for widths, batches and noise (CPU).
         progress: show a tqdm progress bar.
 
     Returns:
-        History with keys ``"loss"``, ``"task"``, ``"recon"``, ``"reg"`` and ``"width"`` (one entry per step).
+        History with keys ``"loss"``, ``"task"`` (:math:`\lambda_{\text{task}}\,\ell` plus the weighted
+        distillation term), ``"recon"``, ``"reg"`` and ``"width"`` (one entry per step of the joint phase).
 
     Raises:
         SciMLInputError: on bad data, widths, pretrained networks or hyperparameters.
@@ -705,6 +759,13 @@ def train_neumeta(
     check_int("batch_size", batch_size, minimum=1)
     if grad_clip is not None:
         _check_float("grad_clip", grad_clip)
+    distill_weight = _check_float("distill_weight", distill_weight)
+    if _check_float("temperature", temperature) == 0:
+        raise SciMLInputError("temperature", "must be positive")
+    check_int("warmup_steps", warmup_steps, minimum=0)
+    _check_float("warmup_lr", warmup_lr)
+    if teacher is not None and not isinstance(teacher, nn.Module):
+        raise SciMLInputError("teacher", f"must be an nn.Module or None, got {type(teacher).__name__}")
     if recon not in ("relative", "weighted", "mse"):
         raise SciMLInputError("recon", f"must be 'relative', 'weighted' or 'mse', got {recon!r}")
     loss_fn = _resolve_task_loss(task_loss)
@@ -730,15 +791,29 @@ def train_neumeta(
             raise SciMLInputError("pretrained", f"network for width {width} does not match the family at that width")
         targets_by_width[width] = params
 
-    use_task = task_weight > 0
+    if teacher is None and distill_weight > 0:
+        if not pretrained_map:
+            raise SciMLInputError("teacher", "distill_weight > 0 needs a teacher or a pretrained network")
+        teacher = pretrained_map[max(pretrained_map)]
+    if teacher is not None:
+        teacher = teacher.to(device=device, dtype=dtype).eval()
+    if warmup_steps > 0 and not targets_by_width:
+        raise SciMLInputError("warmup_steps", "the warm-up needs a pretrained network")
+    if warmup_steps > 0:
+        _warmup(inr, targets_by_width, warmup_steps, warmup_lr, recon, generator)
+
+    use_task = task_weight > 0 or distill_weight > 0
     if use_task:
-        if not isinstance(inputs, Tensor) or not isinstance(targets, Tensor):
-            raise SciMLInputError("inputs", "inputs and targets must be tensors when task_weight > 0")
-        if inputs.shape[0] == 0 or inputs.shape[0] != targets.shape[0]:
+        if not isinstance(inputs, Tensor):
+            raise SciMLInputError("inputs", "must be a tensor when task_weight > 0 or distill_weight > 0")
+        if task_weight > 0 and not isinstance(targets, Tensor):
+            raise SciMLInputError("targets", "must be a tensor when task_weight > 0")
+        if inputs.shape[0] == 0 or (isinstance(targets, Tensor) and inputs.shape[0] != targets.shape[0]):
             raise SciMLInputError("targets", "must be non-empty and have as many rows as inputs")
         if inputs.is_floating_point() and not bool(torch.isfinite(inputs).all()):
             raise SciMLInputError("inputs", "must be finite")
-        inputs, targets = inputs.to(device), targets.to(device)
+        inputs = inputs.to(device)
+        targets = targets.to(device) if isinstance(targets, Tensor) else None
         sample_widths = widths
     else:
         sample_widths = [w for w in widths if w in targets_by_width]
@@ -763,18 +838,25 @@ def train_neumeta(
         task_value = zero
         if use_task:
             assert inputs is not None
-            assert targets is not None
             rows = torch.randint(inputs.shape[0], (min(batch_size, inputs.shape[0]),), generator=generator)
             rows = rows.to(device)
             output = functional_call(inr.template(width), generated, (inputs[rows],))
-            task_value = loss_fn(output, targets[rows])
+            task_value = zero
+            if task_weight > 0:
+                assert targets is not None
+                task_value = task_weight * loss_fn(output, targets[rows])
+            if distill_weight > 0:
+                assert teacher is not None
+                with torch.no_grad():
+                    teacher_logits = teacher(inputs[rows])
+                task_value = task_value + distill_weight * _distillation(output, teacher_logits, temperature)
         recon_value = zero
         if width in targets_by_width:
             goal = targets_by_width[width]
             terms = [_recon_term(generated[n], goal[n], recon) for n in generated]
             recon_value = torch.stack(terms).mean()
         reg_value = torch.stack([w.norm() for w in generated.values()]).sum()
-        loss = task_weight * task_value + recon_weight * recon_value + reg_weight * reg_value
+        loss = task_value + recon_weight * recon_value + reg_weight * reg_value
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if grad_clip is not None:
@@ -831,9 +913,15 @@ def neumeta_width_experiment(
     trained_widths: Sequence[int] = (8, 16, 24, 32),
     unseen_widths: Sequence[int] = (12, 20, 28),
     num_hidden_layers: int = 2,
-    inr_steps: int = 800,
+    inr_steps: int = 1000,
+    warmup_steps: int = 400,
     net_steps: int = 600,
     num_samples: int = 8,
+    hidden_dim: int = 128,
+    num_freqs: int = 8,
+    coordinate_noise: float = 0.5,
+    distill_weight: float = 1.0,
+    raw_baseline: bool = True,
     n_train: int = 2000,
     n_test: int = 2000,
     seed: int = 0,
@@ -841,20 +929,34 @@ def neumeta_width_experiment(
 ) -> dict[str, Any]:
     r"""NeuMeta on a toy family: INR-sampled MLPs at trained and unseen widths against individually trained MLPs.
 
-    A 2-D two-class task (label :math:`\mathbb 1[\sin 1.5x_1 \cos 1.5x_2 > 0]`, :math:`x \in [-2, 2]^2`) and the family
-    :class:`MLPFamily` ``(2, 2, num_hidden_layers)``. An MLP of the largest trained width is trained normally, then
-    two INRs are trained with task + reconstruction + regularisation losses over ``trained_widths``: one whose
-    reconstruction target is the channel-permuted (SHP-smoothed) network and one whose target is the raw network.
-    Networks sampled from each INR (averaged over ``num_samples`` coordinate draws) are evaluated at every trained
-    and unseen width, next to an MLP trained from scratch at that width. Runs under one CPU thread.
+    A 2-D two-class task (label :math:`\mathbb 1[\sin 1.5x_1 \cos 1.5x_2 > 0]`, :math:`x \in [-2, 2]^2`) and the
+    family :class:`MLPFamily` ``(2, 2, num_hidden_layers)``. An MLP is trained from scratch at every trained and
+    unseen width (the baselines); the one of the largest trained width is also the pretrained network. The INR is
+    trained with the paper's recipe (:func:`train_neumeta`): its reconstruction target is the channel-permuted
+    (SHP-smoothed) pretrained network; a reconstruction-only warm-up of ``warmup_steps``, then ``inr_steps`` joint
+    steps, each at a width drawn from ``trained_widths`` (the narrowest twice as often as the others: it is the
+    hardest), with coordinate noise, cross-entropy, distillation from the pretrained network (temperature 2) and
+    reconstruction. Networks sampled from it (averaged over ``num_samples`` coordinate draws) are evaluated at every
+    trained and unseen width. With ``raw_baseline`` a second INR is trained the same way on the unpermuted network,
+    to show what the smoothing buys. Runs under one CPU thread.
+
+    Measured (seed 0, defaults, ``raw_baseline=False``, about 1 minute on one core): individually trained 0.923 at
+    width 8 and 0.985-0.993 at 12-32; sampled from the smoothed INR 0.836 at width 8 and 0.957-0.982 at the
+    others, unseen widths 12, 20, 28 included (ratios 0.91 and 0.97-0.99).
 
     Args:
         trained_widths: widths the INRs see during training (the largest is the reconstruction width).
         unseen_widths: widths only sampled at test time.
         num_hidden_layers: hidden layers of the family.
-        inr_steps: training steps of each INR.
+        inr_steps: joint training steps of each INR.
+        warmup_steps: reconstruction-only warm-up steps of each INR.
         net_steps: training steps of each individually trained MLP.
         num_samples: :math:`K` noisy coordinate draws averaged per sampled network.
+        hidden_dim: width of the INR's residual MLPs.
+        num_freqs: frequencies of the positional encoding.
+        coordinate_noise: :math:`\sigma` of the channel-index noise.
+        distill_weight: weight of the distillation loss.
+        raw_baseline: also train an INR on the unpermuted network.
         n_train: training points.
         n_test: test points.
         seed: random seed.
@@ -862,17 +964,19 @@ def neumeta_width_experiment(
 
     Returns:
         A dict with ``"widths"`` (sorted union), ``"trained_widths"``, ``"unseen_widths"``, per-method mappings
-        ``"individual"``, ``"neumeta_smooth"``, ``"neumeta_raw"`` (width -> ``{"accuracy", "loss"}`` on the test
-        set), ``"tv_before"`` / ``"tv_after"`` (total variation of the pretrained network before and after
-        permutation), ``"recon_rel_error"`` (per INR: relative Frobenius error of the generated weights at the
-        reconstruction width against its target) and ``"seconds"``.
+        ``"individual"``, ``"neumeta_smooth"`` and (with ``raw_baseline``) ``"neumeta_raw"`` (width ->
+        ``{"accuracy", "loss"}`` on the test set), ``"tv_before"`` / ``"tv_after"`` (total variation of the
+        pretrained network before and after permutation), ``"permutation_max_abs_diff"`` (largest change of the
+        pretrained network's test logits under the permutation), ``"recon_rel_error"`` (per INR: relative Frobenius
+        error of the generated weights at the reconstruction width against its target), ``"inr_seconds"`` (per INR)
+        and ``"seconds"``.
 
     Raises:
         SciMLInputError: on bad widths or counts.
 
     Example:
-        >>> out = neumeta_width_experiment(trained_widths=(4, 8), unseen_widths=(6,), inr_steps=5, net_steps=5,
-        ...                                n_train=64, n_test=64, num_samples=2)
+        >>> out = neumeta_width_experiment(trained_widths=(4, 8), unseen_widths=(6,), inr_steps=5, warmup_steps=2,
+        ...                                net_steps=5, n_train=64, n_test=64, num_samples=2, hidden_dim=16)
         >>> sorted(out["neumeta_smooth"]) == [4, 6, 8]
         True
     """
@@ -884,6 +988,7 @@ def neumeta_width_experiment(
         raise SciMLInputError("trained_widths", "must not be empty")
     for name, value in (("inr_steps", inr_steps), ("net_steps", net_steps), ("num_samples", num_samples)):
         check_int(name, value, minimum=1)
+    check_int("warmup_steps", warmup_steps, minimum=0)
     check_int("n_train", n_train, minimum=2)
     check_int("n_test", n_test, minimum=2)
     start = time.perf_counter()
@@ -900,6 +1005,8 @@ def neumeta_width_experiment(
         individual_models = {w: _train_individual(family, w, x_train, y_train, net_steps, generator) for w in widths}
         pretrained = individual_models[full]
         smoothed = permute_network(pretrained)
+        with torch.no_grad():
+            permutation_error = float((smoothed(x_test) - pretrained(x_test)).abs().max())
         result: dict[str, Any] = {
             "widths": widths,
             "trained_widths": trained,
@@ -907,27 +1014,44 @@ def neumeta_width_experiment(
             "individual": {w: _evaluate(m, x_test, y_test) for w, m in individual_models.items()},
             "tv_before": float(network_total_variation(pretrained)),
             "tv_after": float(network_total_variation(smoothed)),
+            "permutation_max_abs_diff": permutation_error,
             "recon_rel_error": {},
+            "inr_seconds": {},
         }
-        for label, permute in (("neumeta_smooth", True), ("neumeta_raw", False)):
+        variants = (
+            (("neumeta_smooth", smoothed), ("neumeta_raw", pretrained))
+            if raw_baseline
+            else (("neumeta_smooth", smoothed),)
+        )
+        for label, target in variants:
+            inr_start = time.perf_counter()
             torch.manual_seed(seed)
-            inr = NeuMetaINR(family, reference_width=full, hidden_dim=64, num_layers=3, num_freqs=6)
+            inr = NeuMetaINR(
+                family,
+                reference_width=full,
+                hidden_dim=hidden_dim,
+                num_layers=3,
+                num_freqs=num_freqs,
+                coordinate_noise=coordinate_noise,
+            )
             train_neumeta(
                 inr,
                 x_train,
                 y_train,
-                widths=trained,
+                widths=[*trained, trained[0]],  # the narrowest member is the hardest: drawn twice as often
                 steps=inr_steps,
-                pretrained=pretrained,
-                permute=permute,
+                pretrained=target,
+                permute=False,
+                teacher=pretrained,
+                distill_weight=distill_weight,
+                warmup_steps=warmup_steps,
                 recon_weight=1.0,
-                reg_weight=1e-5,
-                lr=3e-3,
+                reg_weight=0.0,
+                lr=1e-3,
                 batch_size=128,
                 generator=generator,
                 progress=progress,
             )
-            target = smoothed if permute else pretrained
             with torch.no_grad():
                 generated = inr.generate(full, noise=0.0)
                 numerator = sum(float((generated[n] - p).pow(2).sum()) for n, p in target.named_parameters())
@@ -937,6 +1061,7 @@ def neumeta_width_experiment(
                 w: _evaluate(inr.sample_network(w, num_samples=num_samples, generator=generator), x_test, y_test)
                 for w in widths
             }
+            result["inr_seconds"][label] = time.perf_counter() - inr_start
     finally:
         torch.set_num_threads(threads)
     result["seconds"] = time.perf_counter() - start

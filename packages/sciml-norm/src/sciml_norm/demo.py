@@ -36,11 +36,12 @@ def demos() -> list[Demo]:
 
     Example:
         >>> [d.name for d in demos()]
-        ['evonorm-batch-size', 'evonorm-search']
+        ['evonorm-batch-size', 'evonorm-search', 'mip-hypernetwork', 'neumeta-widths']
     """
+    from ._hyper_demo import MIPHypernetworkDemo, NeuMetaWidthsDemo
     from ._search_demo import LayerSearchDemo
 
-    return [EvoNormBatchSizeDemo(), LayerSearchDemo()]
+    return [EvoNormBatchSizeDemo(), LayerSearchDemo(), MIPHypernetworkDemo(), NeuMetaWidthsDemo()]
 
 
 def make_texture_images(
