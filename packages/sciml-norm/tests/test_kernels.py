@@ -7,11 +7,14 @@ Run the interpreter tests with
 before triton defines the kernels; they are built on first launch, inside the tests).
 """
 
+import contextlib
+
 import pytest
 import torch
 from sciml_norm._functional import evonorm_b0, evonorm_s0
 from sciml_norm._kernels import evonorm as fused
 from sciml_protocols.testing import assert_close, assert_interpreter_parity, gradcheck_float64, interpreter_enabled
+from torch.utils._python_dispatch import TorchDispatchMode
 
 F32, F64 = torch.float32, torch.float64
 needs_interpreter = pytest.mark.skipif(
@@ -156,6 +159,70 @@ def test_compile_fullgraph():
     assert_close(running, running_ref, rtol=1e-14, atol=1e-14)
 
 
+class Ops(TorchDispatchMode):
+    """Records the name of every aten operation dispatched inside the block."""
+
+    def __init__(self):
+        super().__init__()
+        self.names = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.names.append(str(func))
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_triton_path_dispatches_only_output_allocations(monkeypatch, channels_last):
+    # the host side of the Triton path with the kernels stubbed out: a training step (forward and backward) is six
+    # launches and the allocation of their outputs, no other PyTorch operation (no host-side statistics math, no
+    # copies, no zero-filled cotangents); this keeps small layers from being bound by the host
+    monkeypatch.setenv("TRITON_INTERPRET", "1")  # lets resolve_backend accept "triton" for CPU tensors
+    launched = []
+
+    class Stub:
+        def __init__(self, name):
+            self.name = name
+
+        def __getitem__(self, grid):
+            return lambda *args, **kwargs: launched.append(self.name)
+
+    monkeypatch.setattr(fused, "_kernels", lambda: {name: Stub(name) for name in KERNEL_NAMES})
+    x, cot, w, b, v, rv = make((2, 8, 3, 4), dtype=F32, channels_last=channels_last)
+    leaves = [t.requires_grad_() for t in (x, w, b, v)]
+    expected = {
+        "s0": (["stats", "s0_group", "s0_forward", "s0_reduce", "s0_grad", "s0_dx"], 9),
+        "b0": (["stats", "b0_batch", "b0_forward", "b0_reduce", "b0_grad", "b0_dx"], 11),
+    }
+    for name, training in (("s0", None), ("b0", True), ("b0", False)):
+        for ops in (None, Ops()):  # the first step fills the caches of launch layouts (meta-tensor operations)
+            launched.clear()
+            with ops or contextlib.nullcontext():
+                if training is None:
+                    y = evonorm_s0(*leaves, groups=4, backend="triton")
+                else:
+                    y = evonorm_b0(*leaves, rv, training=training, backend="triton")
+                torch.autograd.grad(y, leaves, cot)
+        assert ops is not None
+        kernels, allocations = expected[name]
+        assert launched == kernels
+        assert ops.names == ["aten.empty.memory_format"] * allocations
+
+
+KERNEL_NAMES = (
+    "stats",
+    "s0_group",
+    "s0_forward",
+    "s0_reduce",
+    "s0_grad",
+    "s0_dx",
+    "b0_batch",
+    "b0_forward",
+    "b0_reduce",
+    "b0_grad",
+    "b0_dx",
+)
+
+
 # ----------------------------------------------------------------------------------------------- Triton interpreter
 
 # (shape, groups): ragged H*W (35) and C/G (3); H*W = 300 > one 256-wide tile; C = 80 > one 64-channel tile;
@@ -202,6 +269,42 @@ def test_interpreter_parity_b0(shape, channels_last, training):
             rtol=tol,
             atol=tol,
         )
+
+
+@pytest.mark.interpret
+@needs_interpreter
+@pytest.mark.parametrize("tile", [2048, 4])
+def test_interpreter_finalize_kernels(monkeypatch, tile):
+    # the finalize kernels (group / batch statistics, the running-variance update, the sums over n of the backward
+    # partials and the coefficients of the statistics' terms) against the same steps in PyTorch operations, each
+    # output separately; tile=4 forces several programs and the loops over n and over the channels of a group
+    monkeypatch.setattr(fused, "_FINALIZE_TILE", tile)
+    x, cot, w, b, v, rv = make((5, 12, 3, 2))
+    for groups in (1, 3, 12):
+        got = fused.s0_forward(x, w, b, v, groups, 1e-5, "triton")
+        want = fused.s0_forward(x, w, b, v, groups, 1e-5, "torch")
+        check_all(got, want, 1e-11, 1e-12)
+        stats = want[1:]
+        got = fused.s0_backward(cot, x, w, v, *stats, groups, "triton")
+        check_all(got, fused.s0_backward(cot, x, w, v, *stats, groups, "torch"), 1e-11, 1e-12)
+    for training in (True, False):
+        running_got, running_want = rv.clone(), rv.clone()
+        update = {"momentum": 0.3, "correction": 30 / 29}
+        got = fused.b0_forward(x, w, b, v, running_got, training, 1e-3, "triton", **update)
+        want = fused.b0_forward(x, w, b, v, running_want, training, 1e-3, "torch", **update)
+        check_all(got, want, 1e-11, 1e-12)
+        assert_close(running_got, running_want, rtol=1e-14, atol=1e-14)
+        assert training or torch.equal(running_got, rv)  # evaluation leaves it alone
+        stats = (want[1], want[2], want[3], want[4], training)
+        got = fused.b0_backward(cot, x, w, v, *stats, "triton")
+        check_all(got, fused.b0_backward(cot, x, w, v, *stats, "torch"), 1e-11, 1e-12)
+    # float32 input with a float64 running variance: the update is done in float64 (the float32 batch variance
+    # times the momentum rounds once in the reference)
+    running_got, running_want = rv.clone(), rv.clone()
+    fused.b0_forward(x.float(), w, b, v, running_got, True, 1e-3, "triton", momentum=0.1, correction=1.0)
+    fused.b0_forward(x.float(), w, b, v, running_want, True, 1e-3, "torch", momentum=0.1, correction=1.0)
+    assert running_got.dtype == F64
+    assert_close(running_got, running_want, rtol=1e-7, atol=1e-7)
 
 
 @pytest.mark.interpret

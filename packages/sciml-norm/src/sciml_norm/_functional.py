@@ -79,7 +79,8 @@ def _resolve(backend: str, *tensors: Tensor | None) -> str:
     """:func:`sciml_protocols.resolve_backend`; under ``torch.compile`` evaluated once at trace time, as a constant.
 
     Dynamo cannot trace the decision itself (it may import triton), so the compiled graph gets its result; it
-    depends only on the backend name and the device types, which the graph's guards already fix.
+    depends only on the backend name and the device types, which the graph's guards already fix. The callers pass
+    ``x`` alone: the other tensors were already checked to live on its device.
     """
     if torch.compiler.is_compiling():
         device_types = tuple(sorted({t.device.type for t in tensors if t is not None}))
@@ -193,7 +194,7 @@ def evonorm_s0(
         if v is None:
             raise SciMLInputError("v", "is required when apply_act=True")
         v = _check_channel_vector("v", v, x)
-    resolved = _resolve(backend, x, weight, bias, v if apply_act else None)
+    resolved = _resolve(backend, x)
     if not apply_act:
         return _affine(x, weight, bias)
     assert v is not None
@@ -295,7 +296,7 @@ def evonorm_b0(
             raise SciMLInputError(
                 "x", f"needs more than one value per channel in training (n/(n-1) correction), got {tuple(x.shape)}"
             )
-    resolved = _resolve(backend, x, weight, bias, v if apply_act else None, running_var)
+    resolved = _resolve(backend, x)
     if not apply_act:
         return _affine(x, weight, bias)
     assert v is not None

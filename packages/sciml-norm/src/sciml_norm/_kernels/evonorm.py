@@ -13,19 +13,24 @@ with :math:`s^2_g` the biased variance over a group of :math:`C/G` channels and 
 :math:`s^2_{nc}` over :math:`H \times W` (instance) and :math:`s^2_c` over :math:`N \times H \times W` (batch; in
 evaluation the running variance instead).
 
-Every forward is two passes over :math:`x`:
+Every forward is two passes over :math:`x` with a small step between them:
 
 1. **statistics**: one program per sample and block of channels streams over :math:`H \times W` and accumulates,
    in float32 (float64 for float64 input), the sums of :math:`x - k_{nc}` and :math:`(x - k_{nc})^2` with the
    shift :math:`k_{nc} = x_{nc00}` (shifted sums avoid the cancellation of :math:`E[x^2] - E[x]^2`). It writes the
-   per-(n, c) mean and sum of squared deviations; PyTorch combines those (:math:`N \times C` numbers, Chan's
-   pairwise formula) into group statistics (S0) or batch statistics (B0);
-2. **output**: an element-wise pass over tiles of ``BLOCK_C`` channels by ``BLOCK_HW`` positions.
+   per-(n, c) mean and sum of squared deviations;
+2. **finalize**: a small kernel over those :math:`N \times C` numbers combines them (Chan's pairwise formula) into
+   the group statistics (S0) or the instance and batch statistics (B0; in training it also updates the running
+   variance in place on the eager path);
+3. **output**: an element-wise pass over tiles of ``BLOCK_C`` channels by ``BLOCK_HW`` positions.
 
-Every backward is also two passes: one program per sample and block of channels reduces the per-(n, c) sums that
-the parameter gradients and the statistics' cotangents need (no atomics: PyTorch sums the :math:`N \times C`
-partials over :math:`n`), then an element-wise pass writes :math:`\partial L/\partial x`. Only :math:`x` and the
-small statistics are saved for backward, never :math:`y` or intermediates.
+Every backward is also two passes with a finalize step between: one program per sample and block of channels
+reduces the per-(n, c) sums that the parameter gradients and the statistics' cotangents need, a small kernel sums
+those partials over :math:`n` in a fixed order (no atomics: the results are deterministic) and forms the
+coefficients of the statistics' terms, then an element-wise pass writes :math:`\partial L/\partial x`. Only
+:math:`x` and the small statistics are saved for backward, never :math:`y` or intermediates. A training step is
+six kernel launches and the allocation of its outputs: no other PyTorch operation runs on the Triton path, so
+small layers are not bound by the host.
 
 Gradients (:math:`g = \partial L/\partial y`; S0 with :math:`s = \sigma(v x)`, :math:`a = x s`, :math:`r` the
 group's inverse std, :math:`\mu_g` its mean, :math:`M = (C/G) H W`):
@@ -48,18 +53,20 @@ the last term only in training (in evaluation :math:`\ell_c` comes from the runn
 
 Layouts: any :math:`x` whose :math:`H, W` axes flatten to one strided axis (NCHW-contiguous, channels-last, or
 expanded gradients) is read in place through its strides; anything else is copied once. Outputs are channels-last
-when :math:`x` is, else contiguous.
+when :math:`x` is, else contiguous. Launch layouts (strides, blocks, grids) are cached per shape and strides.
 
 The operators ``sciml_norm::evonorm_s0_fwd``/``_bwd`` and ``sciml_norm::evonorm_b0_fwd``/``_bwd`` take a
 ``backend`` argument: ``"triton"`` launches the kernels (CUDA tensors, or CPU tensors under ``TRITON_INTERPRET=1``),
-``"torch"`` runs the same two-pass algorithm with PyTorch operations (so ``opcheck`` and ``torch.compile`` work on
-machines without a GPU). ``triton`` is imported only when a kernel is first launched.
+``"torch"`` runs the same algorithm with PyTorch operations (so ``opcheck`` and ``torch.compile`` work on
+machines without a GPU). ``triton`` is imported only when a kernel is first launched. Eager calls bypass the
+dispatcher (a plain ``autograd.Function``); code under ``torch.compile`` calls the operators.
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Any, cast
+import struct
+from typing import Any, NamedTuple, cast
 
 import torch
 from torch import Tensor
@@ -77,6 +84,7 @@ __all__ = [
 _TILE = {"cuda": 2048, "interpret": 1024}  # elements per program tile
 _MAX_BLOCK_HW = 256
 _MAX_BLOCK_C = 64
+_FINALIZE_TILE = 2048  # elements per program of the finalize kernels (statistics and partial sums of N x C numbers)
 
 
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -87,24 +95,15 @@ def _next_pow2(n: int) -> int:
     return 1 << max(0, (n - 1).bit_length())
 
 
-def _hw_stride(t: Tensor) -> int | None:
-    """Stride of the flattened (H, W) axis of a 4-D tensor, or None when H and W do not flatten to one axis."""
-    _, _, height, width = t.shape
-    _, _, stride_h, stride_w = t.stride()
+def _hw_stride_of(shape: tuple[int, ...], stride: tuple[int, ...]) -> int | None:
+    """Stride of the flattened (H, W) axis, or None when H and W do not flatten to one axis."""
+    _, _, height, width = shape
+    _, _, stride_h, stride_w = stride
     if width == 1:
         return stride_h
     if height == 1 or stride_h == width * stride_w:
         return stride_w
     return None
-
-
-def _flat(t: Tensor) -> tuple[Tensor, int, int, int]:
-    """``t`` (copied only if its H, W do not flatten) and its strides over (n, c, hw)."""
-    stride = _hw_stride(t)
-    if stride is None:
-        t = t.contiguous()
-        stride = 1
-    return t, t.stride(0), t.stride(1), stride
 
 
 def _channels_last(x: Tensor) -> bool:
@@ -114,7 +113,7 @@ def _channels_last(x: Tensor) -> bool:
 def _empty_output(x: Tensor, dtype: torch.dtype | None = None) -> Tensor:
     """The output buffer: channels-last when ``x`` is, else contiguous (real and fake kernels agree on this)."""
     fmt = torch.channels_last if _channels_last(x) else torch.contiguous_format
-    return torch.empty(x.shape, dtype=dtype or x.dtype, device=x.device).contiguous(memory_format=fmt)
+    return torch.empty(x.shape, dtype=dtype or x.dtype, device=x.device, memory_format=fmt)
 
 
 def _blocks(channels: int, hw: int, channel_stride: int, cuda: bool) -> tuple[int, int]:
@@ -129,9 +128,22 @@ def _blocks(channels: int, hw: int, channel_stride: int, cuda: bool) -> tuple[in
     return block_c, block_hw
 
 
-def _options(x: Tensor) -> dict[str, Any]:
-    # explicit, so Triton 3.9 does not warn that its default changes (a warning is an error under pytest)
-    return {"enable_fp_fusion": True} if x.device.type == "cuda" else {}
+def _finalize_blocks(rows: int, cols: int, tile: int) -> tuple[int, int]:
+    """(BLOCK_ROWS, BLOCK_COLS) of a finalize kernel that reduces ``rows`` numbers for each of ``cols`` outputs."""
+    block_cols = min(_next_pow2(cols), 32, tile)
+    return min(_next_pow2(rows), max(1, tile // block_cols)), block_cols
+
+
+@functools.cache
+def _split(value: float) -> tuple[float, float]:
+    """``value`` as ``hi + lo`` with ``hi`` representable in float32.
+
+    Triton passes Python floats to compiled kernels as float32 scalars; float64 kernels add both parts, which keeps
+    a float64 ``eps`` or momentum exact to float64 rounding (float32 kernels lose nothing: ``lo`` is below half an
+    ulp of ``hi``).
+    """
+    hi = struct.unpack("f", struct.pack("f", value))[0]
+    return hi, value - hi
 
 
 # ----------------------------------------------------------------------------------------------- Triton kernels
@@ -148,6 +160,7 @@ def _kernels() -> dict[str, Any]:
         x_ptr,
         mean_ptr,
         m2_ptr,
+        m2_offset,
         C,
         HW,
         sxn,
@@ -178,7 +191,51 @@ def _kernels() -> dict[str, Any]:
         t2 = tl.sum(s2, axis=1)
         out = n * C + cols
         tl.store(mean_ptr + out, shift + t1 / HW, mask=c_ok)
-        tl.store(m2_ptr + out, tl.maximum(t2 - t1 * (t1 / HW), 0.0), mask=c_ok)
+        tl.store(m2_ptr + m2_offset + out, tl.maximum(t2 - t1 * (t1 / HW), 0.0), mask=c_ok)
+
+    @triton.jit
+    def s0_group_kernel(
+        stats_ptr,
+        mean_ptr,
+        rstd_ptr,
+        NC,
+        NG,
+        CPG,
+        HW,
+        eps_hi,
+        eps_lo,
+        BLOCK_R: tl.constexpr,
+        BLOCK_K: tl.constexpr,
+        F64: tl.constexpr,
+    ):
+        # rows are the (n, g) pairs; the channels of row r are r * CPG + k, k < CPG (N x C is row-major)
+        rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
+        r_ok = rows < NG
+        base = rows.to(tl.int64) * CPG
+        k0 = tl.arange(0, BLOCK_K)
+        acc = mean_ptr.dtype.element_ty
+        s = tl.zeros([BLOCK_R, BLOCK_K], acc)
+        for start in range(0, CPG, BLOCK_K):
+            k = start + k0
+            mask = r_ok[:, None] & (k < CPG)[None, :]
+            s += tl.load(stats_ptr + base[:, None] + k[None, :], mask=mask, other=0.0)
+        mean = tl.sum(s, axis=1) / CPG
+        m2 = tl.zeros([BLOCK_R, BLOCK_K], acc)
+        dev2 = tl.zeros([BLOCK_R, BLOCK_K], acc)
+        for start in range(0, CPG, BLOCK_K):
+            k = start + k0
+            mask = r_ok[:, None] & (k < CPG)[None, :]
+            index = base[:, None] + k[None, :]
+            dev = tl.where(mask, tl.load(stats_ptr + index, mask=mask, other=0.0) - mean[:, None], 0.0)
+            m2 += tl.load(stats_ptr + NC + index, mask=mask, other=0.0)
+            dev2 += dev * dev
+        var = (tl.sum(m2, axis=1) + HW * tl.sum(dev2, axis=1)) / (HW * CPG)
+        if F64:  # noqa: SIM108 (a statement-level constexpr branch for Triton)
+            rstd = 1.0 / tl.sqrt(var + eps_hi + eps_lo)
+        else:  # correctly rounded (tl.sqrt is the fast approximation in float32)
+            rstd = 1.0 / tl.sqrt_rn(var + eps_hi + eps_lo)
+        tl.store(mean_ptr + rows, mean, mask=r_ok)
+        tl.store(rstd_ptr + rows, rstd, mask=r_ok)
 
     @triton.jit
     def s0_forward_kernel(
@@ -224,9 +281,8 @@ def _kernels() -> dict[str, Any]:
         g_ptr,
         x_ptr,
         v_ptr,
-        ga_ptr,
-        gsum_ptr,
-        gvs_ptr,
+        sums_ptr,
+        NC,
         C,
         HW,
         sgn,
@@ -244,7 +300,7 @@ def _kernels() -> dict[str, Any]:
         cols = (pid % n_cblocks) * BLOCK_C + tl.arange(0, BLOCK_C)
         c_ok = cols < C
         hw0 = tl.arange(0, BLOCK_HW)
-        acc = ga_ptr.dtype.element_ty
+        acc = sums_ptr.dtype.element_ty
         v = tl.load(v_ptr + cols, mask=c_ok, other=0.0).to(acc)
         g_row = g_ptr + n * sgn + cols * sgc
         x_row = x_ptr + n * sxn + cols * sxc
@@ -261,10 +317,72 @@ def _kernels() -> dict[str, Any]:
             sum_ga += gx * s
             sum_g += g
             sum_gvs += gx * x * s * (1.0 - s)
-        out = n * C + cols
-        tl.store(ga_ptr + out, tl.sum(sum_ga, axis=1), mask=c_ok)
-        tl.store(gsum_ptr + out, tl.sum(sum_g, axis=1), mask=c_ok)
-        tl.store(gvs_ptr + out, tl.sum(sum_gvs, axis=1), mask=c_ok)
+        out = sums_ptr + n * C + cols
+        tl.store(out, tl.sum(sum_ga, axis=1), mask=c_ok)
+        tl.store(out + NC, tl.sum(sum_g, axis=1), mask=c_ok)
+        tl.store(out + 2 * NC, tl.sum(sum_gvs, axis=1), mask=c_ok)
+
+    @triton.jit
+    def s0_grad_kernel(
+        sums_ptr,
+        w_ptr,
+        rstd_ptr,
+        dw_ptr,
+        db_ptr,
+        dv_ptr,
+        coef_ptr,
+        coef_offset,
+        N,
+        C,
+        NC,
+        G,
+        CPG,
+        HW,
+        n_cprogs,
+        BLOCK_N: tl.constexpr,
+        BLOCK_C: tl.constexpr,
+        BLOCK_R: tl.constexpr,
+        BLOCK_K: tl.constexpr,
+    ):
+        # programs [0, n_cprogs) sum the partials of blocks of channels over n (parameter gradients); the others
+        # form the coefficient -r^3 sum_{c in g} w_c sum(g a) / M of blocks of (n, g) rows
+        pid = tl.program_id(0)
+        acc = dw_ptr.dtype.element_ty
+        if pid < n_cprogs:
+            cols = pid * BLOCK_C + tl.arange(0, BLOCK_C)
+            c_ok = cols < C
+            n0 = tl.arange(0, BLOCK_N)
+            sum_w = tl.zeros([BLOCK_N, BLOCK_C], acc)
+            sum_b = tl.zeros([BLOCK_N, BLOCK_C], acc)
+            sum_v = tl.zeros([BLOCK_N, BLOCK_C], acc)
+            for start in range(0, N, BLOCK_N):
+                rows = (start + n0).to(tl.int64)
+                mask = (rows < N)[:, None] & c_ok[None, :]
+                index = rows[:, None] * C + cols[None, :]
+                rstd = tl.load(rstd_ptr + rows[:, None] * G + (cols // CPG)[None, :], mask=mask, other=0.0)
+                sum_w += tl.load(sums_ptr + index, mask=mask, other=0.0) * rstd
+                sum_b += tl.load(sums_ptr + NC + index, mask=mask, other=0.0)
+                sum_v += tl.load(sums_ptr + 2 * NC + index, mask=mask, other=0.0) * rstd
+            w = tl.load(w_ptr + cols, mask=c_ok, other=0.0).to(acc)
+            tl.store(dw_ptr + cols, tl.sum(sum_w, axis=0), mask=c_ok)
+            tl.store(db_ptr + cols, tl.sum(sum_b, axis=0), mask=c_ok)
+            tl.store(dv_ptr + cols, w * tl.sum(sum_v, axis=0), mask=c_ok)
+        else:
+            rows = (pid - n_cprogs) * BLOCK_R + tl.arange(0, BLOCK_R)
+            r_ok = rows < N * G
+            base = rows.to(tl.int64) * CPG
+            first = (rows % G) * CPG  # the group's first channel
+            k0 = tl.arange(0, BLOCK_K)
+            s = tl.zeros([BLOCK_R, BLOCK_K], acc)
+            for start in range(0, CPG, BLOCK_K):
+                k = start + k0
+                mask = r_ok[:, None] & (k < CPG)[None, :]
+                ga = tl.load(sums_ptr + base[:, None] + k[None, :], mask=mask, other=0.0)
+                w = tl.load(w_ptr + first[:, None] + k[None, :], mask=mask, other=0.0).to(acc)
+                s += ga * w
+            rstd = tl.load(rstd_ptr + rows, mask=r_ok, other=0.0)
+            coef = -tl.sum(s, axis=1) * (rstd * rstd * rstd) / (CPG * HW)  # pyright: ignore[reportOperatorIssue]
+            tl.store(coef_ptr + coef_offset + rows, coef, mask=r_ok)
 
     @triton.jit
     def s0_dx_kernel(
@@ -276,6 +394,7 @@ def _kernels() -> dict[str, Any]:
         rstd_ptr,
         mean_ptr,
         coef_ptr,
+        coef_offset,
         C,
         HW,
         G,
@@ -307,13 +426,92 @@ def _kernels() -> dict[str, Any]:
         group = n * G + cols // CPG
         rstd = tl.load(rstd_ptr + group, mask=c_ok, other=0.0)
         mean = tl.load(mean_ptr + group, mask=c_ok, other=0.0)
-        coef = tl.load(coef_ptr + group, mask=c_ok, other=0.0)
+        coef = tl.load(coef_ptr + coef_offset + group, mask=c_ok, other=0.0)
         g = tl.load(g_ptr + n * sgn + cols[:, None] * sgc + hw[None, :] * sghw, mask=mask, other=0.0).to(acc)
         x = tl.load(x_ptr + n * sxn + cols[:, None] * sxc + hw[None, :] * sxhw, mask=mask, other=0.0).to(acc)
         vx = v[:, None] * x
         s = 1.0 / (1.0 + tl.exp(-vx))
         dx = g * (rstd * w)[:, None] * (s + vx * s * (1.0 - s)) + coef[:, None] * (x - mean[:, None])
         tl.store(dx_ptr + n * sdn + cols[:, None] * sdc + hw[None, :] * sdhw, dx.to(dx_ptr.dtype.element_ty), mask=mask)
+
+    @triton.jit
+    def b0_batch_kernel(
+        imean_ptr,
+        istd_ptr,
+        rv_ptr,
+        bmean_ptr,
+        left_ptr,
+        bvar_ptr,
+        N,
+        C,
+        HW,
+        eps_hi,
+        eps_lo,
+        keep_hi,
+        keep_lo,
+        add_hi,
+        add_lo,
+        TRAINING: tl.constexpr,
+        UPDATE: tl.constexpr,
+        UPDATE_F64: tl.constexpr,
+        F64: tl.constexpr,
+        BLOCK_N: tl.constexpr,
+        BLOCK_C: tl.constexpr,
+    ):
+        # istd_ptr holds the per-(n, c) sums of squared deviations on entry and the instance std on exit
+        cols = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
+        c_ok = cols < C
+        n0 = tl.arange(0, BLOCK_N)
+        acc = bmean_ptr.dtype.element_ty
+        if TRAINING:
+            s = tl.zeros([BLOCK_N, BLOCK_C], acc)
+            for start in range(0, N, BLOCK_N):
+                rows = (start + n0).to(tl.int64)
+                mask = (rows < N)[:, None] & c_ok[None, :]
+                s += tl.load(imean_ptr + rows[:, None] * C + cols[None, :], mask=mask, other=0.0)
+            bmean = tl.sum(s, axis=0) / N
+            m2 = tl.zeros([BLOCK_N, BLOCK_C], acc)
+            dev2 = tl.zeros([BLOCK_N, BLOCK_C], acc)
+            for start in range(0, N, BLOCK_N):
+                rows = (start + n0).to(tl.int64)
+                mask = (rows < N)[:, None] & c_ok[None, :]
+                index = rows[:, None] * C + cols[None, :]
+                dev = tl.where(mask, tl.load(imean_ptr + index, mask=mask, other=0.0) - bmean[None, :], 0.0)
+                q = tl.load(istd_ptr + index, mask=mask, other=0.0)
+                m2 += q
+                dev2 += dev * dev
+                if F64:
+                    tl.store(istd_ptr + index, tl.sqrt(q / HW + eps_hi + eps_lo), mask=mask)
+                else:
+                    tl.store(istd_ptr + index, tl.sqrt_rn(q / HW + eps_hi + eps_lo), mask=mask)
+            bvar = (tl.sum(m2, axis=0) + HW * tl.sum(dev2, axis=0)) / (N * HW)
+            if UPDATE:  # r <- (1 - m) r + m n/(n-1) var, in float64 when either side is float64
+                if UPDATE_F64:
+                    rv = tl.load(rv_ptr + cols, mask=c_ok, other=0.0).to(tl.float64)
+                    bv = bvar.to(tl.float64)
+                    new = rv * keep_hi + rv * keep_lo + (bv * add_hi + bv * add_lo)
+                else:
+                    rv = tl.load(rv_ptr + cols, mask=c_ok, other=0.0).to(tl.float32)
+                    new = rv * keep_hi + bvar * add_hi
+                tl.store(rv_ptr + cols, new.to(rv_ptr.dtype.element_ty), mask=c_ok)
+        else:
+            for start in range(0, N, BLOCK_N):
+                rows = (start + n0).to(tl.int64)
+                mask = (rows < N)[:, None] & c_ok[None, :]
+                index = rows[:, None] * C + cols[None, :]
+                q = tl.load(istd_ptr + index, mask=mask, other=0.0)
+                if F64:
+                    tl.store(istd_ptr + index, tl.sqrt(q / HW + eps_hi + eps_lo), mask=mask)
+                else:
+                    tl.store(istd_ptr + index, tl.sqrt_rn(q / HW + eps_hi + eps_lo), mask=mask)
+            bmean = tl.zeros([BLOCK_C], acc)
+            bvar = tl.load(rv_ptr + cols, mask=c_ok, other=1.0).to(acc)
+        tl.store(bmean_ptr + cols, bmean, mask=c_ok)
+        if F64:
+            tl.store(left_ptr + cols, tl.sqrt(bvar + eps_hi + eps_lo), mask=c_ok)
+        else:
+            tl.store(left_ptr + cols, tl.sqrt_rn(bvar + eps_hi + eps_lo), mask=c_ok)
+        tl.store(bvar_ptr + cols, bvar, mask=c_ok)
 
     @triton.jit
     def b0_forward_kernel(
@@ -363,11 +561,8 @@ def _kernels() -> dict[str, Any]:
         v_ptr,
         istd_ptr,
         left_ptr,
-        gsum_ptr,
-        gxq_ptr,
-        tgx_ptr,
-        tg_ptr,
-        lg_ptr,
+        sums_ptr,
+        NC,
         C,
         HW,
         sgn,
@@ -412,12 +607,54 @@ def _kernels() -> dict[str, Any]:
             sum_tgx += t * gamma * x
             sum_tg += t * gamma
             sum_lg += (1.0 - t) * gamma
-        out = n * C + cols
-        tl.store(gsum_ptr + out, tl.sum(sum_g, axis=1), mask=c_ok)
-        tl.store(gxq_ptr + out, tl.sum(sum_gxq, axis=1), mask=c_ok)
-        tl.store(tgx_ptr + out, tl.sum(sum_tgx, axis=1), mask=c_ok)
-        tl.store(tg_ptr + out, tl.sum(sum_tg, axis=1), mask=c_ok)
-        tl.store(lg_ptr + out, tl.sum(sum_lg, axis=1), mask=c_ok)
+        out = sums_ptr + n * C + cols
+        tl.store(out, tl.sum(sum_g, axis=1), mask=c_ok)
+        tl.store(out + NC, tl.sum(sum_gxq, axis=1), mask=c_ok)
+        tl.store(out + 2 * NC, tl.sum(sum_tgx, axis=1), mask=c_ok)
+        tl.store(out + 3 * NC, tl.sum(sum_tg, axis=1), mask=c_ok)
+        tl.store(out + 4 * NC, tl.sum(sum_lg, axis=1), mask=c_ok)
+
+    @triton.jit
+    def b0_grad_kernel(
+        sums_ptr,
+        left_ptr,
+        dw_ptr,
+        db_ptr,
+        dv_ptr,
+        bcoef_ptr,
+        bcoef_offset,
+        N,
+        C,
+        NC,
+        HW,
+        TRAINING: tl.constexpr,
+        BLOCK_N: tl.constexpr,
+        BLOCK_C: tl.constexpr,
+    ):
+        # the parameter gradients and the batch-variance coefficient: the partials of pass 1 summed over n
+        cols = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
+        c_ok = cols < C
+        n0 = tl.arange(0, BLOCK_N)
+        acc = dw_ptr.dtype.element_ty
+        sum_b = tl.zeros([BLOCK_N, BLOCK_C], acc)
+        sum_w = tl.zeros([BLOCK_N, BLOCK_C], acc)
+        sum_v = tl.zeros([BLOCK_N, BLOCK_C], acc)
+        sum_l = tl.zeros([BLOCK_N, BLOCK_C], acc)
+        for start in range(0, N, BLOCK_N):
+            rows = (start + n0).to(tl.int64)
+            mask = (rows < N)[:, None] & c_ok[None, :]
+            index = rows[:, None] * C + cols[None, :]
+            sum_b += tl.load(sums_ptr + index, mask=mask, other=0.0)
+            sum_w += tl.load(sums_ptr + NC + index, mask=mask, other=0.0)
+            sum_v += tl.load(sums_ptr + 2 * NC + index, mask=mask, other=0.0)
+            if TRAINING:
+                sum_l += tl.load(sums_ptr + 4 * NC + index, mask=mask, other=0.0)
+        tl.store(dw_ptr + cols, tl.sum(sum_w, axis=0), mask=c_ok)
+        tl.store(db_ptr + cols, tl.sum(sum_b, axis=0), mask=c_ok)
+        tl.store(dv_ptr + cols, tl.sum(sum_v, axis=0), mask=c_ok)
+        if TRAINING:
+            left = tl.load(left_ptr + cols, mask=c_ok, other=1.0)
+            tl.store(bcoef_ptr + bcoef_offset + cols, tl.sum(sum_l, axis=0) / (N * HW * left), mask=c_ok)
 
     @triton.jit
     def b0_dx_kernel(
@@ -429,9 +666,11 @@ def _kernels() -> dict[str, Any]:
         istd_ptr,
         left_ptr,
         imean_ptr,
-        icoef_ptr,
+        tg_ptr,
+        tg_offset,
         bmean_ptr,
         bcoef_ptr,
+        bcoef_offset,
         C,
         HW,
         sgn,
@@ -461,7 +700,7 @@ def _kernels() -> dict[str, Any]:
         v = tl.load(v_ptr + cols, mask=c_ok, other=0.0).to(acc)
         istd = tl.load(istd_ptr + n * C + cols, mask=c_ok, other=1.0)
         imean = tl.load(imean_ptr + n * C + cols, mask=c_ok, other=0.0)
-        icoef = tl.load(icoef_ptr + n * C + cols, mask=c_ok, other=0.0)
+        icoef = tl.load(tg_ptr + tg_offset + n * C + cols, mask=c_ok, other=0.0) / (HW * istd)  # d istd = sum t gamma
         left = tl.load(left_ptr + cols, mask=c_ok, other=1.0)
         g = tl.load(g_ptr + n * sgn + cols[:, None] * sgc + hw[None, :] * sghw, mask=mask, other=0.0).to(acc)
         x = tl.load(x_ptr + n * sxn + cols[:, None] * sxc + hw[None, :] * sxhw, mask=mask, other=0.0).to(acc)
@@ -472,63 +711,159 @@ def _kernels() -> dict[str, Any]:
         dx = gw - t * gw * x / d * v[:, None] + icoef[:, None] * (x - imean[:, None])
         if TRAINING:
             bmean = tl.load(bmean_ptr + cols, mask=c_ok, other=0.0)
-            bcoef = tl.load(bcoef_ptr + cols, mask=c_ok, other=0.0)
+            bcoef = tl.load(bcoef_ptr + bcoef_offset + cols, mask=c_ok, other=0.0)
             dx += bcoef[:, None] * (x - bmean[:, None])
         tl.store(dx_ptr + n * sdn + cols[:, None] * sdc + hw[None, :] * sdhw, dx.to(dx_ptr.dtype.element_ty), mask=mask)
 
     return {
         "stats": stats_kernel,
+        "s0_group": s0_group_kernel,
         "s0_forward": s0_forward_kernel,
         "s0_reduce": s0_reduce_kernel,
+        "s0_grad": s0_grad_kernel,
         "s0_dx": s0_dx_kernel,
+        "b0_batch": b0_batch_kernel,
         "b0_forward": b0_forward_kernel,
         "b0_reduce": b0_reduce_kernel,
+        "b0_grad": b0_grad_kernel,
         "b0_dx": b0_dx_kernel,
     }
 
 
-class _Layout:
-    """Sizes, strides, blocks and grids of one launch over a (N, C, H, W) tensor."""
+class _Plan(NamedTuple):
+    """Sizes, strides, blocks and grids of the launches over one (N, C, H, W) layout (cached per shape/strides)."""
 
-    def __init__(self, x: Tensor) -> None:
-        self.x, self.sxn, self.sxc, self.sxhw = _flat(x)
-        self.n, self.c, h, w = x.shape
-        self.hw = h * w
-        self.block_c, self.block_hw = _blocks(self.c, self.hw, self.sxc, x.device.type == "cuda")
-        self.n_cblocks = -(-self.c // self.block_c)
-        self.n_hwblocks = -(-self.hw // self.block_hw)
+    n: int
+    c: int
+    hw: int
+    copy: bool  # H, W do not flatten: the kernels read a contiguous copy
+    sxn: int
+    sxc: int
+    sxhw: int
+    syn: int  # strides of the outputs (y, dx), which take memory format `fmt`
+    syc: int
+    syhw: int
+    fmt: torch.memory_format
+    block_c: int
+    block_hw: int
+    n_cblocks: int
+    n_hwblocks: int
+    reduce_grid: tuple[int]
+    tile_grid: tuple[int]
+    batch_block_n: int  # B0's finalize kernels: (N, C) partials reduced over n in BLOCK_N x BLOCK_C tiles
+    batch_block_c: int
+    batch_grid: tuple[int]
+    options: dict[str, Any]
 
-    @property
-    def reduce_grid(self) -> tuple[int]:
-        return (self.n * self.n_cblocks,)
 
-    @property
-    def tile_grid(self) -> tuple[int]:
-        return (self.n * self.n_cblocks * self.n_hwblocks,)
+@functools.lru_cache(maxsize=512)
+def _flat_strides(shape: tuple[int, ...], stride: tuple[int, ...]) -> tuple[int, int, int] | None:
+    """Strides over (n, c, flattened hw) of a tensor, or None when H and W do not flatten (copy it)."""
+    hw_stride = _hw_stride_of(shape, stride)
+    return None if hw_stride is None else (stride[0], stride[1], hw_stride)
+
+
+@functools.lru_cache(maxsize=512)
+def _plan_for(
+    shape: tuple[int, ...], stride: tuple[int, ...], cuda: bool, tile: int, max_hw: int, max_c: int, finalize: int
+) -> _Plan:
+    del tile, max_hw, max_c  # part of the key only: benchmarks/sweep_evonorm_tiles.py changes the module constants
+    n, c, h, w = shape
+    meta = torch.empty_strided(shape, stride, device="meta")
+    flat = _flat_strides(shape, stride)
+    copy = flat is None
+    if flat is None:
+        flat = _flat_strides(shape, torch.empty(shape, device="meta").stride())
+        assert flat is not None
+    fmt = torch.channels_last if _channels_last(meta) else torch.contiguous_format
+    out = _flat_strides(shape, torch.empty(shape, device="meta", memory_format=fmt).stride())
+    assert out is not None
+    block_c, block_hw = _blocks(c, h * w, flat[1], cuda)
+    n_cblocks, n_hwblocks = -(-c // block_c), -(-(h * w) // block_hw)
+    batch_n, batch_c = _finalize_blocks(n, c, finalize)
+    return _Plan(
+        n,
+        c,
+        h * w,
+        copy,
+        *flat,
+        *out,
+        fmt,
+        block_c,
+        block_hw,
+        n_cblocks,
+        n_hwblocks,
+        (n * n_cblocks,),
+        (n * n_cblocks * n_hwblocks,),
+        batch_n,
+        batch_c,
+        (-(-c // batch_c),),
+        # explicit, so Triton 3.9 does not warn that its default changes (a warning is an error under pytest)
+        {"enable_fp_fusion": True} if cuda else {},
+    )
+
+
+def _plan(x: Tensor) -> _Plan:
+    cuda = x.is_cuda
+    tile = _TILE["cuda" if cuda else "interpret"]
+    return _plan_for(x.shape, x.stride(), cuda, tile, _MAX_BLOCK_HW, _MAX_BLOCK_C, _FINALIZE_TILE)
+
+
+def _strided(t: Tensor) -> tuple[Tensor, tuple[int, int, int]]:
+    """``t`` (a contiguous copy only when its H, W do not flatten) and its strides over (n, c, hw)."""
+    flat = _flat_strides(t.shape, t.stride())
+    if flat is None:
+        t = t.contiguous()
+        flat = _flat_strides(t.shape, t.stride())
+        assert flat is not None
+    return t, flat
+
+
+class _GroupPlan(NamedTuple):
+    """Blocks and grids of S0's finalize kernels for (N, C, G)."""
+
+    block_r: int
+    block_k: int
+    group_grid: tuple[int]
+    n_cprogs: int
+    grad_grid: tuple[int]
+
+
+@functools.lru_cache(maxsize=512)
+def _group_plan(n: int, c: int, groups: int, tile: int) -> _GroupPlan:
+    per_group = c // groups
+    block_k = min(_next_pow2(per_group), 64, tile)
+    block_r = min(_next_pow2(n * groups), max(1, tile // block_k))
+    row_progs = -(-(n * groups) // block_r)
+    _, batch_c = _finalize_blocks(n, c, tile)
+    n_cprogs = -(-c // batch_c)
+    return _GroupPlan(block_r, block_k, (row_progs,), n_cprogs, (n_cprogs + row_progs,))
 
 
 def _vec(t: Tensor) -> Tensor:
     return t.contiguous()
 
 
-def _launch_stats(lay: _Layout, work: torch.dtype) -> tuple[Tensor, Tensor]:
-    mean = torch.empty((lay.n, lay.c), dtype=work, device=lay.x.device)
-    m2 = torch.empty_like(mean)
-    _kernels()["stats"][lay.reduce_grid](
-        lay.x,
+def _x_of(x: Tensor, plan: _Plan) -> Tensor:
+    return x.contiguous() if plan.copy else x
+
+
+def _launch_stats(x: Tensor, plan: _Plan, mean: Tensor, m2: Tensor, m2_offset: int) -> None:
+    _kernels()["stats"][plan.reduce_grid](
+        x,
         mean,
         m2,
-        lay.c,
-        lay.hw,
-        lay.sxn,
-        lay.sxc,
-        lay.sxhw,
-        lay.n_cblocks,
-        BLOCK_C=lay.block_c,
-        BLOCK_HW=lay.block_hw,
-        **_options(lay.x),
+        m2_offset,
+        plan.c,
+        plan.hw,
+        plan.sxn,
+        plan.sxc,
+        plan.sxhw,
+        plan.n_cblocks,
+        BLOCK_C=plan.block_c,
+        BLOCK_HW=plan.block_hw,
+        **plan.options,
     )
-    return mean, m2
 
 
 def channel_stats(x: Tensor, backend: str = "torch") -> tuple[Tensor, Tensor]:
@@ -554,7 +889,11 @@ def channel_stats(x: Tensor, backend: str = "torch") -> tuple[Tensor, Tensor]:
     """
     work = _compute_dtype(x.dtype)
     if backend == "triton":
-        return _launch_stats(_Layout(x), work)
+        plan = _plan(x)
+        mean = torch.empty((plan.n, plan.c), dtype=work, device=x.device)
+        m2 = torch.empty_like(mean)
+        _launch_stats(_x_of(x, plan), plan, mean, m2, 0)
+        return mean, m2
     xc = x.to(work)
     mean = xc.mean(dim=(2, 3))
     m2 = (xc - mean[:, :, None, None]).square().sum(dim=(2, 3))
@@ -587,8 +926,8 @@ def s0_forward(
 ) -> tuple[Tensor, Tensor, Tensor]:
     r"""Fused EvoNorm-S0 forward: :math:`y = x\,\sigma(v x)\, r_{ng}\, w + b`, :math:`r = (s^2_{ng} + \epsilon)^{-1/2}`.
 
-    Two passes over ``x``: per-channel statistics (combined into group statistics on the host side), then the
-    element-wise output. No validation (:func:`sciml_norm.evonorm_s0` validates).
+    Per-channel statistics, their combination into group statistics (a finalize kernel), then the element-wise
+    output. No validation (:func:`sciml_norm.evonorm_s0` validates).
 
     Args:
         x: (N, C, H, W), float16/bfloat16/float32/float64, any memory format.
@@ -610,36 +949,57 @@ def s0_forward(
         >>> rstd
         tensor([[0.6325]])
     """
-    _n, c, h, w = x.shape
+    n, c, h, w = x.shape
     work = _compute_dtype(x.dtype)
     if backend == "triton":
-        lay = _Layout(x)
-        ch_mean, ch_m2 = _launch_stats(lay, work)
-        mean, rstd = _group_stats(ch_mean, ch_m2, groups, lay.hw, eps)
-        y = _empty_output(x)
-        _, syn, syc, syhw = _flat(y)
-        _kernels()["s0_forward"][lay.tile_grid](
-            lay.x,
+        plan = _plan(x)
+        xk = _x_of(x, plan)
+        gplan = _group_plan(n, c, groups, _FINALIZE_TILE)
+        kernels = _kernels()
+        device = x.device
+        stats = torch.empty((2, n, c), dtype=work, device=device)
+        mean = torch.empty((n, groups), dtype=work, device=device)
+        rstd = torch.empty((n, groups), dtype=work, device=device)
+        y = torch.empty(x.shape, dtype=x.dtype, device=device, memory_format=plan.fmt)
+        _launch_stats(xk, plan, stats, stats, n * c)
+        eps_hi, eps_lo = _split(eps)
+        kernels["s0_group"][gplan.group_grid](
+            stats,
+            mean,
+            rstd,
+            n * c,
+            n * groups,
+            c // groups,
+            plan.hw,
+            eps_hi,
+            eps_lo,
+            BLOCK_R=gplan.block_r,
+            BLOCK_K=gplan.block_k,
+            F64=work == torch.float64,
+            **plan.options,
+        )
+        kernels["s0_forward"][plan.tile_grid](
+            xk,
             y,
             _vec(weight),
             _vec(bias),
             _vec(v),
             rstd,
             c,
-            lay.hw,
+            plan.hw,
             groups,
             c // groups,
-            lay.sxn,
-            lay.sxc,
-            lay.sxhw,
-            syn,
-            syc,
-            syhw,
-            lay.n_cblocks,
-            lay.n_hwblocks,
-            BLOCK_C=lay.block_c,
-            BLOCK_HW=lay.block_hw,
-            **_options(x),
+            plan.sxn,
+            plan.sxc,
+            plan.sxhw,
+            plan.syn,
+            plan.syc,
+            plan.syhw,
+            plan.n_cblocks,
+            plan.n_hwblocks,
+            BLOCK_C=plan.block_c,
+            BLOCK_HW=plan.block_hw,
+            **plan.options,
         )
         return y, mean, rstd
     ch_mean, ch_m2 = channel_stats(x)
@@ -651,38 +1011,95 @@ def s0_forward(
     return y, mean, rstd
 
 
-def _s0_reduce(grad: Tensor, x: Tensor, v: Tensor, work: torch.dtype, backend: str) -> tuple[Tensor, Tensor, Tensor]:
-    """Per-(n, c) sums of g*a, g and g*x^2*s*(1-s) over H, W, each (N, C) in ``work``."""
-    n, c, _h, _w = x.shape
-    if backend == "triton":
-        lay = _Layout(x)
-        g_flat, sgn, sgc, sghw = _flat(grad)
-        ga, gsum, gvs = (torch.empty((n, c), dtype=work, device=x.device) for _ in range(3))
-        _kernels()["s0_reduce"][lay.reduce_grid](
-            g_flat,
-            lay.x,
-            _vec(v),
-            ga,
-            gsum,
-            gvs,
-            c,
-            lay.hw,
-            sgn,
-            sgc,
-            sghw,
-            lay.sxn,
-            lay.sxc,
-            lay.sxhw,
-            lay.n_cblocks,
-            BLOCK_C=lay.block_c,
-            BLOCK_HW=lay.block_hw,
-            **_options(x),
-        )
-        return ga, gsum, gvs
-    xc, gc = x.to(work), grad.to(work)
-    s = torch.sigmoid(v.to(work)[:, None, None] * xc)
-    gx = gc * xc
-    return (gx * s).sum(dim=(2, 3)), gc.sum(dim=(2, 3)), (gx * xc * s * (1.0 - s)).sum(dim=(2, 3))
+def _s0_backward_triton(
+    grad: Tensor, x: Tensor, weight: Tensor, v: Tensor, mean: Tensor, rstd: Tensor, groups: int
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    n, c = x.shape[:2]
+    plan = _plan(x)
+    xk = _x_of(x, plan)
+    gk, (sgn, sgc, sghw) = _strided(grad)
+    gplan = _group_plan(n, c, groups, _FINALIZE_TILE)
+    kernels = _kernels()
+    work, device = rstd.dtype, x.device
+    per_group = c // groups
+    weight, v = _vec(weight), _vec(v)
+    # per (n, c): sum g a, sum g, sum g x^2 s (1 - s); then the (N, G) coefficients of (x - mean)
+    sums = torch.empty((3 * n * c + n * groups,), dtype=work, device=device)
+    grad_weight = torch.empty((c,), dtype=work, device=device)
+    grad_bias = torch.empty((c,), dtype=work, device=device)
+    grad_v = torch.empty((c,), dtype=work, device=device)
+    dx = torch.empty(x.shape, dtype=x.dtype, device=device, memory_format=plan.fmt)
+    kernels["s0_reduce"][plan.reduce_grid](
+        gk,
+        xk,
+        v,
+        sums,
+        n * c,
+        c,
+        plan.hw,
+        sgn,
+        sgc,
+        sghw,
+        plan.sxn,
+        plan.sxc,
+        plan.sxhw,
+        plan.n_cblocks,
+        BLOCK_C=plan.block_c,
+        BLOCK_HW=plan.block_hw,
+        **plan.options,
+    )
+    kernels["s0_grad"][gplan.grad_grid](
+        sums,
+        weight,
+        rstd,
+        grad_weight,
+        grad_bias,
+        grad_v,
+        sums,
+        3 * n * c,
+        n,
+        c,
+        n * c,
+        groups,
+        per_group,
+        plan.hw,
+        gplan.n_cprogs,
+        BLOCK_N=plan.batch_block_n,
+        BLOCK_C=plan.batch_block_c,
+        BLOCK_R=gplan.block_r,
+        BLOCK_K=gplan.block_k,
+        **plan.options,
+    )
+    kernels["s0_dx"][plan.tile_grid](
+        gk,
+        xk,
+        dx,
+        weight,
+        v,
+        rstd,
+        mean,
+        sums,
+        3 * n * c,
+        c,
+        plan.hw,
+        groups,
+        per_group,
+        sgn,
+        sgc,
+        sghw,
+        plan.sxn,
+        plan.sxc,
+        plan.sxhw,
+        plan.syn,
+        plan.syc,
+        plan.syhw,
+        plan.n_cblocks,
+        plan.n_hwblocks,
+        BLOCK_C=plan.block_c,
+        BLOCK_HW=plan.block_hw,
+        **plan.options,
+    )
+    return dx, grad_weight, grad_bias, grad_v
 
 
 def s0_backward(
@@ -698,7 +1115,7 @@ def s0_backward(
     r"""Fused EvoNorm-S0 backward from the saved group statistics (formulas in the module docstring).
 
     Pass 1 reduces, per (n, c), :math:`\sum g a`, :math:`\sum g` and :math:`\sum g x^2 s(1-s)`
-    (:math:`s = \sigma(vx)`, :math:`a = x s`); PyTorch turns these :math:`N \times C` numbers into
+    (:math:`s = \sigma(vx)`, :math:`a = x s`); a finalize step turns these :math:`N \times C` numbers into
     :math:`\bar w, \bar b, \bar v` and the per-group coefficient :math:`-r^3 \sum_{c \in g} w_c \sum g a / M`;
     pass 2 writes :math:`\bar x`. No validation.
 
@@ -724,11 +1141,17 @@ def s0_backward(
         >>> gb
         tensor([18., 18., 18., 18.])
     """
+    if backend == "triton":
+        return _s0_backward_triton(grad, x, weight, v, mean, rstd, groups)
     n, c, h, w = x.shape
     hw = h * w
     work = rstd.dtype
     per_group = c // groups
-    ga, gsum, gvs = _s0_reduce(grad, x, v, work, backend)
+    xc, gc = x.to(work), grad.to(work)
+    vx = v.to(work)[:, None, None] * xc
+    s = torch.sigmoid(vx)
+    gx = gc * xc
+    ga, gsum, gvs = (gx * s).sum(dim=(2, 3)), gc.sum(dim=(2, 3)), (gx * xc * s * (1.0 - s)).sum(dim=(2, 3))
     w_work = weight.to(work)
     rstd_c = rstd.repeat_interleave(per_group, dim=1)  # (N, C)
     grad_weight = (ga * rstd_c).sum(dim=0)
@@ -736,47 +1159,11 @@ def s0_backward(
     grad_v = w_work * (gvs * rstd_c).sum(dim=0)
     grad_rstd = (ga * w_work).view(n, groups, per_group).sum(dim=2)
     coef = -grad_rstd * rstd.pow(3) / (per_group * hw)  # (N, G): d var / d x = 2 (x - mean) / M
+    scale = (rstd_c * w_work)[:, :, None, None]
+    coef_c = coef.repeat_interleave(per_group, dim=1)[:, :, None, None]
+    mean_c = mean.repeat_interleave(per_group, dim=1)[:, :, None, None]
     dx = _empty_output(x)
-    if backend == "triton":
-        lay = _Layout(x)
-        g_flat, sgn, sgc, sghw = _flat(grad)
-        _, sdn, sdc, sdhw = _flat(dx)
-        _kernels()["s0_dx"][lay.tile_grid](
-            g_flat,
-            lay.x,
-            dx,
-            _vec(weight),
-            _vec(v),
-            rstd,
-            mean,
-            coef,
-            c,
-            hw,
-            groups,
-            per_group,
-            sgn,
-            sgc,
-            sghw,
-            lay.sxn,
-            lay.sxc,
-            lay.sxhw,
-            sdn,
-            sdc,
-            sdhw,
-            lay.n_cblocks,
-            lay.n_hwblocks,
-            BLOCK_C=lay.block_c,
-            BLOCK_HW=lay.block_hw,
-            **_options(x),
-        )
-    else:
-        xc, gc = x.to(work), grad.to(work)
-        vx = v.to(work)[:, None, None] * xc
-        s = torch.sigmoid(vx)
-        scale = (rstd_c * w_work)[:, :, None, None]
-        coef_c = coef.repeat_interleave(per_group, dim=1)[:, :, None, None]
-        mean_c = mean.repeat_interleave(per_group, dim=1)[:, :, None, None]
-        dx.copy_(gc * scale * (s + vx * s * (1.0 - s)) + coef_c * (xc - mean_c))
+    dx.copy_(gc * scale * (s + vx * s * (1.0 - s)) + coef_c * (xc - mean_c))
     return dx, grad_weight, grad_bias, grad_v
 
 
@@ -792,23 +1179,30 @@ def b0_forward(
     training: bool,
     eps: float,
     backend: str = "torch",
+    *,
+    momentum: float | None = None,
+    correction: float = 1.0,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     r"""Fused EvoNorm-B0 forward: :math:`y = x / \max(\ell_c, v x + \varsigma_{nc})\, w + b`.
 
     :math:`\varsigma_{nc} = \sqrt{s^2_{nc} + \varepsilon}` (instance std over H, W) and
     :math:`\ell_c = \sqrt{s^2_c + \varepsilon}` with the batch variance over (N, H, W) in training, the running
-    variance in evaluation. Both variances come from one statistics pass (per-(n, c) sums, combined over n on the
-    host side); the running variance is *not* updated here (the caller does it with the returned batch variance).
+    variance in evaluation. Both variances come from one statistics pass (per-(n, c) sums, combined over n by a
+    finalize step). The running variance is updated in place only when ``momentum`` is given (in training):
+    :math:`r \leftarrow (1 - m) r + m \cdot \text{correction} \cdot s^2_c` (the Triton path does it in the finalize
+    kernel); the operators leave it alone and the caller updates it from the returned batch variance.
 
     Args:
         x: (N, C, H, W), float16/bfloat16/float32/float64, any memory format.
         weight: (C,) :math:`w`.
         bias: (C,) :math:`b`.
         v: (C,) :math:`v`.
-        running_var: (C,) used in evaluation only.
+        running_var: (C,) used in evaluation, updated in training when ``momentum`` is given.
         training: batch statistics (True) or the running variance (False).
         eps: :math:`\varepsilon`.
         backend: ``"triton"`` or ``"torch"``.
+        momentum: :math:`m` of the in-place update, or None for none.
+        correction: the factor of the batch variance in the update (:math:`n/(n-1)` for the unbiased estimate).
 
     Returns:
         ``(y, instance_mean, instance_std, batch_mean, left, batch_var)``: ``y`` like ``x``; (N, C) instance
@@ -822,23 +1216,51 @@ def b0_forward(
         >>> bvar, y.flatten()
         (tensor([5.]), tensor([0.4472, 1.3416, 2.2361, 3.1305]))
     """
-    _n, c, h, w = x.shape
+    n, c, h, w = x.shape
     hw = h * w
     work = _compute_dtype(x.dtype)
-    lay = _Layout(x) if backend == "triton" else None
-    imean, im2 = _launch_stats(lay, work) if lay is not None else channel_stats(x)
-    istd = torch.sqrt(im2 / hw + eps)
-    if training:
-        bmean, bvar = _batch_stats(imean, im2, hw)
-    else:
-        bmean = torch.zeros(c, dtype=work, device=x.device)
-        bvar = running_var.to(work, copy=True)
-    left = torch.sqrt(bvar + eps)
-    y = _empty_output(x)
-    if lay is not None:
-        _, syn, syc, syhw = _flat(y)
-        _kernels()["b0_forward"][lay.tile_grid](
-            lay.x,
+    update = training and momentum is not None
+    if backend == "triton":
+        plan = _plan(x)
+        xk = _x_of(x, plan)
+        kernels = _kernels()
+        device = x.device
+        imean = torch.empty((n, c), dtype=work, device=device)
+        istd = torch.empty((n, c), dtype=work, device=device)  # sums of squared deviations, then the std
+        bmean = torch.empty((c,), dtype=work, device=device)
+        left = torch.empty((c,), dtype=work, device=device)
+        bvar = torch.empty((c,), dtype=work, device=device)
+        y = torch.empty(x.shape, dtype=x.dtype, device=device, memory_format=plan.fmt)
+        _launch_stats(xk, plan, imean, istd, 0)
+        eps_hi, eps_lo = _split(eps)
+        keep_hi, keep_lo = _split(1.0 - momentum) if momentum is not None else (1.0, 0.0)
+        add_hi, add_lo = _split(momentum * correction) if momentum is not None else (0.0, 0.0)
+        kernels["b0_batch"][plan.batch_grid](
+            imean,
+            istd,
+            running_var,
+            bmean,
+            left,
+            bvar,
+            n,
+            c,
+            hw,
+            eps_hi,
+            eps_lo,
+            keep_hi,
+            keep_lo,
+            add_hi,
+            add_lo,
+            TRAINING=training,
+            UPDATE=update,
+            UPDATE_F64=work == torch.float64 or running_var.dtype == torch.float64,
+            F64=work == torch.float64,
+            BLOCK_N=plan.batch_block_n,
+            BLOCK_C=plan.batch_block_c,
+            **plan.options,
+        )
+        kernels["b0_forward"][plan.tile_grid](
+            xk,
             y,
             _vec(weight),
             _vec(bias),
@@ -847,23 +1269,133 @@ def b0_forward(
             left,
             c,
             hw,
-            lay.sxn,
-            lay.sxc,
-            lay.sxhw,
-            syn,
-            syc,
-            syhw,
-            lay.n_cblocks,
-            lay.n_hwblocks,
-            BLOCK_C=lay.block_c,
-            BLOCK_HW=lay.block_hw,
-            **_options(x),
+            plan.sxn,
+            plan.sxc,
+            plan.sxhw,
+            plan.syn,
+            plan.syc,
+            plan.syhw,
+            plan.n_cblocks,
+            plan.n_hwblocks,
+            BLOCK_C=plan.block_c,
+            BLOCK_HW=plan.block_hw,
+            **plan.options,
         )
+        return y, imean, istd, bmean, left, bvar
+    imean, im2 = channel_stats(x)
+    istd = torch.sqrt(im2 / hw + eps)
+    if training:
+        bmean, bvar = _batch_stats(imean, im2, hw)
+        if update:
+            assert momentum is not None
+            running_var.copy_(running_var * (1.0 - momentum) + bvar * momentum * correction)
     else:
-        xc = x.to(work)
-        d = torch.maximum(left[:, None, None], v.to(work)[:, None, None] * xc + istd[:, :, None, None])
-        y.copy_(xc / d * weight.to(work)[:, None, None] + bias.to(work)[:, None, None])
+        bmean = torch.zeros(c, dtype=work, device=x.device)
+        bvar = running_var.to(work, copy=True)
+    left = torch.sqrt(bvar + eps)
+    xc = x.to(work)
+    d = torch.maximum(left[:, None, None], v.to(work)[:, None, None] * xc + istd[:, :, None, None])
+    y = _empty_output(x)
+    y.copy_(xc / d * weight.to(work)[:, None, None] + bias.to(work)[:, None, None])
     return y, imean, istd, bmean, left, bvar
+
+
+def _b0_backward_triton(
+    grad: Tensor,
+    x: Tensor,
+    weight: Tensor,
+    v: Tensor,
+    instance_mean: Tensor,
+    instance_std: Tensor,
+    batch_mean: Tensor,
+    left: Tensor,
+    training: bool,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    n, c = x.shape[:2]
+    plan = _plan(x)
+    xk = _x_of(x, plan)
+    gk, (sgn, sgc, sghw) = _strided(grad)
+    kernels = _kernels()
+    work, device = left.dtype, x.device
+    weight, v = _vec(weight), _vec(v)
+    # per (n, c): sum g, sum g x/d, sum t gamma x, sum t gamma, sum (1 - t) gamma; then the (C,) batch coefficients
+    sums = torch.empty((5 * n * c + c,), dtype=work, device=device)
+    grad_weight = torch.empty((c,), dtype=work, device=device)
+    grad_bias = torch.empty((c,), dtype=work, device=device)
+    grad_v = torch.empty((c,), dtype=work, device=device)
+    dx = torch.empty(x.shape, dtype=x.dtype, device=device, memory_format=plan.fmt)
+    kernels["b0_reduce"][plan.reduce_grid](
+        gk,
+        xk,
+        weight,
+        v,
+        instance_std,
+        left,
+        sums,
+        n * c,
+        c,
+        plan.hw,
+        sgn,
+        sgc,
+        sghw,
+        plan.sxn,
+        plan.sxc,
+        plan.sxhw,
+        plan.n_cblocks,
+        BLOCK_C=plan.block_c,
+        BLOCK_HW=plan.block_hw,
+        **plan.options,
+    )
+    kernels["b0_grad"][plan.batch_grid](
+        sums,
+        left,
+        grad_weight,
+        grad_bias,
+        grad_v,
+        sums,
+        5 * n * c,
+        n,
+        c,
+        n * c,
+        plan.hw,
+        TRAINING=training,
+        BLOCK_N=plan.batch_block_n,
+        BLOCK_C=plan.batch_block_c,
+        **plan.options,
+    )
+    kernels["b0_dx"][plan.tile_grid](
+        gk,
+        xk,
+        dx,
+        weight,
+        v,
+        instance_std,
+        left,
+        instance_mean,
+        sums,
+        3 * n * c,
+        batch_mean,
+        sums,
+        5 * n * c,
+        c,
+        plan.hw,
+        sgn,
+        sgc,
+        sghw,
+        plan.sxn,
+        plan.sxc,
+        plan.sxhw,
+        plan.syn,
+        plan.syc,
+        plan.syhw,
+        plan.n_cblocks,
+        plan.n_hwblocks,
+        TRAINING=training,
+        BLOCK_C=plan.block_c,
+        BLOCK_HW=plan.block_hw,
+        **plan.options,
+    )
+    return dx, grad_weight, grad_bias, grad_v
 
 
 def _b0_terms(
@@ -877,50 +1409,6 @@ def _b0_terms(
     d = torch.maximum(left4, right)
     t = torch.where(right > left4, 1.0, torch.where(right == left4, 0.5, 0.0)).to(work)
     return xc, gc, gc * weight.to(work)[:, None, None] / d, t, d
-
-
-def _b0_reduce(
-    grad: Tensor, x: Tensor, weight: Tensor, v: Tensor, istd: Tensor, left: Tensor, backend: str
-) -> tuple[Tensor, ...]:
-    """Per-(n, c) sums over H, W of g, g x/d, t gamma x, t gamma, (1 - t) gamma (gamma = -g w x / d^2)."""
-    n, c, _h, _w = x.shape
-    work = istd.dtype
-    if backend == "triton":
-        lay = _Layout(x)
-        g_flat, sgn, sgc, sghw = _flat(grad)
-        sums = tuple(torch.empty((n, c), dtype=work, device=x.device) for _ in range(5))
-        _kernels()["b0_reduce"][lay.reduce_grid](
-            g_flat,
-            lay.x,
-            _vec(weight),
-            _vec(v),
-            istd,
-            left,
-            *sums,
-            c,
-            lay.hw,
-            sgn,
-            sgc,
-            sghw,
-            lay.sxn,
-            lay.sxc,
-            lay.sxhw,
-            lay.n_cblocks,
-            BLOCK_C=lay.block_c,
-            BLOCK_HW=lay.block_hw,
-            **_options(x),
-        )
-        return sums
-    xc, gc, gw_d, t, d = _b0_terms(grad, x, weight, v, istd, left)
-    gamma = -gw_d * xc / d
-    dims = (2, 3)
-    return (
-        gc.sum(dims),
-        (gc * xc / d).sum(dims),
-        (t * gamma * xc).sum(dims),
-        (t * gamma).sum(dims),
-        ((1.0 - t) * gamma).sum(dims),
-    )
 
 
 def b0_backward(
@@ -939,7 +1427,8 @@ def b0_backward(
 
     Pass 1 reduces per (n, c) the sums :math:`\sum g`, :math:`\sum g x/d`, :math:`\sum t\gamma x`,
     :math:`\sum t\gamma`, :math:`\sum (1-t)\gamma` (:math:`\gamma = -g w x/d^2`, :math:`t` the weight of the
-    instance branch, 1/2 on ties like ``torch.maximum``); pass 2 writes :math:`\bar x` (module docstring).
+    instance branch, 1/2 on ties like ``torch.maximum``); a finalize step sums them over :math:`n`; pass 2 writes
+    :math:`\bar x` (module docstring).
 
     Args:
         grad: (N, C, H, W) cotangent of ``y``, any strides.
@@ -964,56 +1453,31 @@ def b0_backward(
         >>> gb
         tensor([32., 32., 32.])
     """
-    n, c, h, w = x.shape
+    if backend == "triton":
+        return _b0_backward_triton(grad, x, weight, v, instance_mean, instance_std, batch_mean, left, training)
+    n, _, h, w = x.shape
     hw = h * w
-    gsum, gxq, tgx, tg, lg = _b0_reduce(grad, x, weight, v, instance_std, left, backend)
+    xc, gc, gw_d, t, d = _b0_terms(grad, x, weight, v, instance_std, left)
+    gamma = -gw_d * xc / d
+    dims = (2, 3)
+    gsum, gxq, tgx, tg, lg = (
+        gc.sum(dims),
+        (gc * xc / d).sum(dims),
+        (t * gamma * xc).sum(dims),
+        (t * gamma).sum(dims),
+        ((1.0 - t) * gamma).sum(dims),
+    )
     grad_weight = gxq.sum(dim=0)
     grad_bias = gsum.sum(dim=0)
     grad_v = tgx.sum(dim=0)
     icoef = tg / (hw * instance_std)  # d istd = sum t gamma; d ivar = d istd / (2 istd); d ivar/dx = 2 (x - mu)/HW
-    bcoef = lg.sum(dim=0) / (n * hw * left) if training else torch.zeros_like(left)
+    result = gw_d - t * gw_d * xc / d * v.to(xc.dtype)[:, None, None]
+    result = result + icoef[:, :, None, None] * (xc - instance_mean[:, :, None, None])
+    if training:
+        bcoef = lg.sum(dim=0) / (n * hw * left)
+        result = result + bcoef[:, None, None] * (xc - batch_mean[:, None, None])
     dx = _empty_output(x)
-    if backend == "triton":
-        lay = _Layout(x)
-        g_flat, sgn, sgc, sghw = _flat(grad)
-        _, sdn, sdc, sdhw = _flat(dx)
-        _kernels()["b0_dx"][lay.tile_grid](
-            g_flat,
-            lay.x,
-            dx,
-            _vec(weight),
-            _vec(v),
-            instance_std,
-            left,
-            instance_mean,
-            icoef,
-            batch_mean,
-            bcoef,
-            c,
-            hw,
-            sgn,
-            sgc,
-            sghw,
-            lay.sxn,
-            lay.sxc,
-            lay.sxhw,
-            sdn,
-            sdc,
-            sdhw,
-            lay.n_cblocks,
-            lay.n_hwblocks,
-            TRAINING=training,
-            BLOCK_C=lay.block_c,
-            BLOCK_HW=lay.block_hw,
-            **_options(x),
-        )
-    else:
-        xc, _gc, gw_d, t, d = _b0_terms(grad, x, weight, v, instance_std, left)
-        result = gw_d - t * gw_d * xc / d * v.to(xc.dtype)[:, None, None]
-        result = result + icoef[:, :, None, None] * (xc - instance_mean[:, :, None, None])
-        if training:
-            result = result + bcoef[:, None, None] * (xc - batch_mean[:, None, None])
-        dx.copy_(result)
+    dx.copy_(result)
     return dx, grad_weight, grad_bias, grad_v
 
 
@@ -1187,27 +1651,35 @@ class _S0Eager(torch.autograd.Function):
 
     torch wraps every ``custom_op`` kernel so that its first call imports ``torch._dynamo`` (seconds, and it turns
     off argument validation of ``torch.distributions`` process-wide); eager calls take this Function, code being
-    compiled takes the registered operator.
+    compiled takes the registered operator. The old-style ``forward(ctx, ...)`` (no ``setup_context``) spares
+    ``Function.apply`` its per-call ``inspect.signature`` binding, and the statistics are saved without being
+    outputs (no zero cotangents are materialized for them).
     """
 
     @staticmethod
-    def forward(x: Tensor, weight: Tensor, bias: Tensor, v: Tensor, groups: int, eps: float, backend: str) -> Any:  # pyright: ignore[reportIncompatibleMethodOverride]
-        return s0_forward(x, weight, bias, v, groups, eps, backend)
+    def forward(
+        ctx: Any, x: Tensor, weight: Tensor, bias: Tensor, v: Tensor, groups: int, eps: float, backend: str
+    ) -> Tensor:  # pyright: ignore[reportIncompatibleMethodOverride]
+        y, mean, rstd = s0_forward(x, weight, bias, v, groups, eps, backend)
+        ctx.save_for_backward(x, weight, v, mean, rstd)
+        ctx.groups, ctx.backend, ctx.dtypes = groups, backend, (weight.dtype, bias.dtype, v.dtype)
+        return y
 
     @staticmethod
-    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
-        _s0_setup(ctx, inputs, output)
-
-    @staticmethod
-    def backward(ctx: Any, *grads: Tensor) -> Any:  # pyright: ignore[reportIncompatibleMethodOverride]
-        return _s0_grads(ctx, grads, False)
+    def backward(ctx: Any, grad: Tensor) -> Any:  # pyright: ignore[reportIncompatibleMethodOverride]
+        return _s0_grads(ctx, (grad,), False)
 
 
 class _B0Eager(torch.autograd.Function):
-    """The B0 operator's forward and backward without the dispatcher, for eager calls (see :class:`_S0Eager`)."""
+    """The B0 operator's forward and backward without the dispatcher, for eager calls (see :class:`_S0Eager`).
+
+    In training it also updates ``running_var`` in place (inside the statistics' finalize kernel on the Triton
+    path); ``running_var`` is a buffer that never requires grad and is not saved for backward.
+    """
 
     @staticmethod
     def forward(  # pyright: ignore[reportIncompatibleMethodOverride]
+        ctx: Any,
         x: Tensor,
         weight: Tensor,
         bias: Tensor,
@@ -1216,16 +1688,19 @@ class _B0Eager(torch.autograd.Function):
         training: bool,
         eps: float,
         backend: str,
-    ) -> Any:
-        return b0_forward(x, weight, bias, v, running_var, training, eps, backend)
+        momentum: float,
+        correction: float,
+    ) -> Tensor:
+        y, imean, istd, bmean, left, _ = b0_forward(
+            x, weight, bias, v, running_var, training, eps, backend, momentum=momentum, correction=correction
+        )
+        ctx.save_for_backward(x, weight, v, imean, istd, bmean, left)
+        ctx.training, ctx.backend, ctx.dtypes = training, backend, (weight.dtype, bias.dtype, v.dtype)
+        return y
 
     @staticmethod
-    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
-        _b0_setup(ctx, inputs, output)
-
-    @staticmethod
-    def backward(ctx: Any, *grads: Tensor) -> Any:  # pyright: ignore[reportIncompatibleMethodOverride]
-        return _b0_grads(ctx, grads, False)
+    def backward(ctx: Any, grad: Tensor) -> Any:  # pyright: ignore[reportIncompatibleMethodOverride]
+        return (*_b0_grads(ctx, (grad,), False), None, None)
 
 
 # ----------------------------------------------------------------------------------------------- entry points
@@ -1260,9 +1735,8 @@ def evonorm_s0_fused(
     """
     if torch.compiler.is_compiling():
         y, _, _ = evonorm_s0_fwd_op(x, weight, bias, v, groups, eps, backend)
-    else:
-        y, _, _ = cast(tuple[Tensor, Tensor, Tensor], _S0Eager.apply(x, weight, bias, v, groups, eps, backend))
-    return y
+        return y
+    return cast(Tensor, _S0Eager.apply(x, weight, bias, v, groups, eps, backend))
 
 
 def evonorm_b0_fused(
@@ -1305,13 +1779,15 @@ def evonorm_b0_fused(
         >>> rv  # 0.9 * 1 + 0.1 * 5 * 4 / 3
         tensor([1.5667])
     """
-    if torch.compiler.is_compiling():
-        outputs = evonorm_b0_fwd_op(x, weight, bias, v, running_var, training, eps, backend)
-    else:
-        outputs = cast(tuple[Tensor, ...], _B0Eager.apply(x, weight, bias, v, running_var, training, eps, backend))
+    count = x.numel() // x.shape[1]
+    correction = count / (count - 1) if bessel and training else 1.0
+    if not torch.compiler.is_compiling():
+        return cast(
+            Tensor,
+            _B0Eager.apply(x, weight, bias, v, running_var, training, eps, backend, momentum, correction),
+        )
+    outputs = evonorm_b0_fwd_op(x, weight, bias, v, running_var, training, eps, backend)
     if training:
-        count = x.numel() // x.shape[1]
-        correction = count / (count - 1) if bessel else 1.0
         with torch.no_grad():
             running_var.copy_(running_var * (1.0 - momentum) + outputs[5] * momentum * correction)
     return outputs[0]
