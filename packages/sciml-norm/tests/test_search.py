@@ -315,6 +315,59 @@ def test_random_graphs_are_reproducible_and_varied() -> None:
     assert len({g.pruned() for g in first}) > 15
 
 
+def _g(*nodes: tuple[str, tuple[int, ...]]) -> LayerGraph:
+    return LayerGraph(tuple(Node(op, inputs) for op, inputs in nodes), groups=1)
+
+
+def test_normalizer_prior_classifies_known_forms() -> None:
+    layers = known_layers(groups=2)
+    relu_of_scaled = _g(("std_batch", (0,)), ("div", (0, 4)), ("max", (5, 1)))  # max(x / s, 0)
+    scaled = _g(("std_batch", (0,)), ("div", (0, 4)))  # linear between the statistics
+    inverse = _g(("std_instance", (0,)), ("div", (4, 0)))  # s / x: singular at 0
+    stat_of_relu = _g(("max", (0, 1)), ("std_batch", (4,)), ("div", (0, 5)))  # x / std(relu(x)): still linear in x
+    unscaled = _g(("mean_batch", (0,)), ("max", (0, 4)))  # max(x, mean): no division, sees the scale
+    # scale-invariant normalization-activation layers (f(3x) = f(x) by their closed forms)
+    for graph in (layers["BN-ReLU"], layers["GN-ReLU"], layers["EvoNorm-B0"], relu_of_scaled):
+        assert graph.normalizes_input(), str(graph)
+        assert graph.activates_input(), str(graph)
+        assert graph.is_normalizer(), str(graph)
+    assert not layers["ReLU"].normalizes_input()
+    assert layers["ReLU"].activates_input()
+    assert not layers["ReLU"].is_normalizer()
+    assert layers["EvoNorm-S0"].normalizes_input()
+    assert not layers["EvoNorm-S0"].is_normalizer()
+    assert scaled.normalizes_input()
+    assert not scaled.activates_input()
+    assert not scaled.is_normalizer()
+    assert not stat_of_relu.activates_input()
+    assert inverse.activates_input()
+    assert not inverse.is_normalizer()
+    assert unscaled.normalizes_input()
+    assert not unscaled.is_normalizer()
+
+
+def test_random_normalizers_are_random_not_known_layers() -> None:
+    rng = random.Random(0)
+    graphs = [random_graph(rng, num_nodes=(3, 6), require_normalizer=True) for _ in range(30)]
+    assert all(g.is_normalizer() for g in graphs)
+    assert len({g.fingerprint() for g in graphs}) > 20
+    known = {g.fingerprint() for g in known_layers().values()}
+    assert not known & {g.fingerprint() for g in graphs}
+    # without the prior most draws are not normalizers
+    plain = [random_graph(random.Random(s), num_nodes=(3, 6)) for s in range(60)]
+    assert sum(g.is_normalizer() for g in plain) < 30
+
+
+def test_search_draws_its_random_graphs_with_the_prior() -> None:
+    result = search(population=3, budget=8, batch_size=4, seed=6, config=TINY_CONFIG, progress=False)
+    random_ones = [c for c in result.history if c.parent is None]
+    assert random_ones
+    assert all(c.graph.is_normalizer() for c in random_ones)
+    assert SearchConfig.from_dict(TINY_CONFIG.to_dict()) == TINY_CONFIG
+    loose = SearchConfig(task=TINY_TASK, rejection=TINY_RULES, num_nodes=(2, 5), require_normalizer=False)
+    assert SearchConfig.from_dict(loose.to_dict()) == loose
+
+
 def test_known_layers_are_in_the_search_space() -> None:
     for graph in known_layers().values():
         _assert_valid(graph)

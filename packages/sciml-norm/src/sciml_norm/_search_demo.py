@@ -27,7 +27,9 @@ class LayerSearchDemo:
 
     The search (:func:`sciml_norm.search.search`) runs with the paper's rejection protocols and Pareto tournament
     over a ResNet-like and a MobileNet-like proxy CNN (default :class:`~sciml_norm.search.ProxyTask`: 4 classes,
-    10x10 images, 100 SGD steps), de-duplication by function, an elite that never retires, node-appending
+    10x10 images, 100 SGD steps), random initial graphs of 3 to 6 nodes drawn among the scale-invariant
+    normalization-activation layers (:meth:`~sciml_norm.search.LayerGraph.is_normalizer`, a probe check; no known
+    layer is ever inserted), de-duplication by function, an elite that never retires, node-appending
     mutations, batch statistics sampled more often than the other axes, every accepted candidate trained on two
     seeds (rejections stay single-seed) and a final re-scoring of its five best layers on further seeds (full: 2,
     quick: 1). The best layer is then retrained with fresh seeds (full: 3, quick: 2) next to BN-ReLU, EvoNorm-S0
@@ -60,7 +62,7 @@ class LayerSearchDemo:
         else:
             population, budget, seeds, eval_seeds, rescore_seeds = 16, 320, (101, 102, 103), 2, 2
         task = ProxyTask()
-        config = SearchConfig(task=task, rejection=RejectionConfig(), num_nodes=(3, 7))
+        config = SearchConfig(task=task, rejection=RejectionConfig(), num_nodes=(3, 6), require_normalizer=True)
         kwargs: dict[str, Any] = {
             "population": population,
             "budget": budget,

@@ -118,6 +118,11 @@ class SearchConfig:
         grow_probability: probability that a mutation appends a node on top of the parent's output (see
             :func:`sciml_norm.search.mutate`'s ``grow``).
         max_nodes: mutations append no node to parents with this many (live) nodes.
+        require_normalizer: the random graphs (not the mutations) must be scale-invariant normalization-activation
+            layers (:meth:`~sciml_norm.search.LayerGraph.is_normalizer`; a check on a probe input, no training).
+            Without it about 78% of the random graphs compute no statistic of ``x`` and most of the others are
+            linear in ``x`` or ``statistic / x``; on a budget of a few hundred candidates the ReLU-like survivors
+            then fill the population before any normalizer is accepted. Known layers are never inserted.
     """
 
     task: ProxyTask = dataclasses.field(default_factory=ProxyTask)
@@ -129,6 +134,7 @@ class SearchConfig:
     op_weights: dict[str, float] | None = None
     grow_probability: float = 0.25
     max_nodes: int = 12
+    require_normalizer: bool = True
 
     def __post_init__(self) -> None:
         if not isinstance(self.task, ProxyTask):
@@ -178,6 +184,7 @@ class SearchConfig:
             op_weights=data.get("op_weights"),
             grow_probability=float(data.get("grow_probability", 0.25)),
             max_nodes=int(data.get("max_nodes", 12)),
+            require_normalizer=bool(data.get("require_normalizer", False)),
         )
 
 
@@ -576,6 +583,7 @@ def search(
                             groups=config.groups,
                             ops=config.ops,
                             op_weights=config.op_weights,
+                            require_normalizer=config.require_normalizer,
                         )
                     else:
                         scores = [history[i].accuracies for i in pool]

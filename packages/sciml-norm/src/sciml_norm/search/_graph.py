@@ -190,6 +190,65 @@ class LayerGraph:
                 pointwise.add(len(INITIAL_NODES) + position)
         return self.output in pointwise
 
+    def normalizes_input(self) -> bool:
+        """Whether the output depends on a statistic (an aggregation) of a node that depends on ``x``.
+
+        Graphs without one are pure activation functions (such as ReLU) or use statistics of the constants only
+        (per-channel constants); :func:`random_graph` can be asked for normalizing graphs only.
+
+        Example:
+            >>> LayerGraph.relu().normalizes_input(), LayerGraph.evonorm_s0().normalizes_input()
+            (False, True)
+        """
+        dependent = {0}
+        for position, node in enumerate(self.nodes):
+            if any(i in dependent for i in node.inputs):
+                dependent.add(len(INITIAL_NODES) + position)
+        live = self.live()
+        return any(
+            OPS[self.node(i).op].kind == "aggregation" and self.node(i).inputs[0] in dependent
+            for i in live
+            if i >= len(INITIAL_NODES)
+        )
+
+    def activates_input(self) -> bool:
+        """Whether the output is a non-linear function of ``x`` when the statistics are held fixed.
+
+        Statistics (aggregations) count as constants; a live element-wise node is non-linear in ``x`` when it
+        applies ``max``, ``sigmoid``, ``tanh``, ``exp``, ``slog``, ``abs``, square or ``ssqrt`` to a node that
+        depends on ``x`` element-wise, multiplies two such nodes, or divides by one. A graph without one (such as
+        ``x / std_bhw(x)``) makes the network linear between its batch statistics, and it trains to chance.
+
+        Example:
+            >>> scaled = LayerGraph((Node("std_batch", (0,)), Node("div", (0, 4))))  # x / std_bhw(x)
+            >>> LayerGraph.relu().activates_input(), scaled.activates_input()
+            (True, False)
+        """
+        pointwise = {0}
+        for position, node in enumerate(self.nodes):
+            if OPS[node.op].kind == "elementwise" and any(i in pointwise for i in node.inputs):
+                pointwise.add(len(INITIAL_NODES) + position)
+        # the nodes linked to the output by element-wise operations only (not through a statistic)
+        on_path: set[int] = set()
+        stack = [self.output]
+        while stack:
+            index = stack.pop()
+            if index in on_path or index < len(INITIAL_NODES) or OPS[self.node(index).op].kind != "elementwise":
+                continue
+            on_path.add(index)
+            stack.extend(self.node(index).inputs)
+        nonlinear = False
+        for index in sorted(on_path & pointwise):
+            node = self.node(index)
+            hits = [i in pointwise for i in node.inputs]
+            if (
+                (node.op not in ("add", "neg", "mul", "div"))
+                or (node.op == "mul" and all(hits))
+                or (node.op == "div" and hits[1])
+            ):
+                nonlinear = True
+        return nonlinear
+
     def uses_groups(self) -> bool:
         """Whether a live node aggregates over channel groups."""
         return any(OPS[self.node(i).op].axes == "group" for i in self.live() if i >= len(INITIAL_NODES))
@@ -246,6 +305,48 @@ class LayerGraph:
             out = layer(probe).flatten().tolist()
         text = ",".join(f"{value + 0.0:.{digits - 1}e}" if math.isfinite(value) else str(value) for value in out)
         return hashlib.sha1(text.encode()).hexdigest()
+
+    def is_normalizer(self, *, factor: float = 3.0, rtol: float = 1e-3, peak: float = 20.0) -> bool:
+        r"""Whether the graph is a scale-invariant normalization-activation layer on a probe.
+
+        True when it :meth:`normalizes_input`, :meth:`activates_input`, and, in training mode on the fixed probe of
+        :meth:`fingerprint` (with its pseudo-random ``v0``, ``v1``), its output is finite, not constant, without
+        spikes (largest magnitude at most ``peak`` times the root mean square: this rules out singular layers such
+        as ``std_hw(x) / x``, which diverge at once in training), and unchanged when the input is multiplied by
+        ``factor``: :math:`\|f(a x) - f(x)\|_\infty \le
+        \mathrm{rtol}\,\|f(x)\|_\infty`. Scale invariance is what normalizing buys (the next convolution's
+        weight scale no longer matters); BN-ReLU, GN-ReLU, EvoNorm-B0 and ``max(x / std_bhw(x), 0)`` have it,
+        ReLU and EvoNorm-S0 (whose ``sigmoid(v1 x)`` sees the scale) do not.
+
+        Args:
+            factor: the input scale tried.
+            rtol: tolerance relative to the largest output.
+            peak: largest allowed ratio of the output's maximum magnitude to its root mean square.
+
+        Returns:
+            Whether the graph passes.
+
+        Example:
+            >>> LayerGraph.bn_relu().is_normalizer(), LayerGraph.relu().is_normalizer()
+            (True, False)
+        """
+        if not (self.normalizes_input() and self.activates_input()):
+            return False
+        graph = self if not self.uses_groups() or 8 % self.groups == 0 else dataclasses.replace(self, groups=1)
+        generator = torch.Generator().manual_seed(20200406)
+        probe = torch.randn(4, 8, 5, 5, generator=generator, dtype=torch.float64) * 1.5 + 0.3
+        layer = graph.to_module(8, dtype=torch.float64)
+        with torch.no_grad():
+            layer.v0.copy_(torch.randn(8, generator=generator, dtype=torch.float64))
+            layer.v1.copy_(torch.rand(8, generator=generator, dtype=torch.float64) + 0.5)
+            out = layer(probe)
+            scaled = layer(probe * factor)
+        if not (torch.isfinite(out).all() and torch.isfinite(scaled).all()):
+            return False
+        size = float(out.abs().max())
+        if size == 0.0 or float(out.std()) <= 1e-6 * size or size > peak * float(out.square().mean().sqrt()):
+            return False
+        return float((scaled - out).abs().max()) <= rtol * size
 
     # ----------------------------------------------------------------- printing
     def formula(self) -> str:
@@ -592,7 +693,8 @@ def random_graph(
     eps: float = 1e-5,
     ops: Sequence[str] | None = None,
     op_weights: Mapping[str, float] | None = None,
-    max_tries: int = 1000,
+    require_normalizer: bool = False,
+    max_tries: int | None = None,
 ) -> LayerGraph:
     """A random layer graph whose output depends on ``x`` through element-wise operations.
 
@@ -608,7 +710,12 @@ def random_graph(
         eps: the variance epsilon of the ``std`` aggregations.
         ops: the primitives to draw from (default: all of :data:`OPS`).
         op_weights: relative sampling weight of each op (default :data:`OP_WEIGHTS`; missing ops weigh 0).
-        max_tries: redraws allowed before giving up.
+        require_normalizer: also redraw graphs that fail :meth:`LayerGraph.is_normalizer`: pure activation
+            functions, statistics of constants only, layers linear in ``x`` given their statistics (such as
+            ``x / std_bhw(x)``) and layers whose output changes with the input's scale.
+        max_tries: redraws allowed before giving up (default 1000, or 100000 with ``require_normalizer``: about
+            0.5% of the draws with the default weights and 3 to 6 nodes are normalizers, and a draw takes about
+            0.3 ms).
 
     Returns:
         A valid graph.
@@ -627,13 +734,15 @@ def random_graph(
     if not (isinstance(low, int) and isinstance(high, int) and 1 <= low <= high):
         raise SciMLInputError("num_nodes", f"must be a positive int or a range (low, high), got {num_nodes!r}")
     choices, weights = _weights(ops, op_weights)
+    if max_tries is None:
+        max_tries = 100_000 if require_normalizer else 1000
     for _ in range(max_tries):
         count = rng.randint(low, high)
         nodes: list[Node] = []
         for position in range(count):
             nodes.append(_random_node(rng, len(INITIAL_NODES) + position, choices, weights))
         graph = LayerGraph(tuple(nodes), groups=groups, eps=eps)
-        if graph.is_pointwise_in_input():
+        if graph.is_pointwise_in_input() and (not require_normalizer or graph.is_normalizer()):
             return graph
     raise SciMLInputError("max_tries", f"no valid graph found in {max_tries} draws")
 
