@@ -219,6 +219,11 @@ _CUDA_CONFIG: dict[str, int] = {
 _INTERPRET_CONFIG: dict[str, int] = {"block_n": 16, "block_g": 32, "cap_k": 64, "cap_o": 128}
 
 
+def _targets_cuda(x: Tensor) -> bool:
+    """Whether a launch on ``x`` compiles for CUDA (else the interpreter; shared/triton_compile_check.py swaps it)."""
+    return x.device.type == "cuda"
+
+
 def _block(size: int, cap: int) -> int:
     """Smallest power of two >= size, clamped to [16, cap] (``tl.dot`` needs every dimension >= 16)."""
     block = 16
@@ -258,8 +263,9 @@ def launch(
     use_tf32 = work == torch.float32 and (allow_tf32 or x.dtype in _HALF)
     precision = "tf32" if use_tf32 else "ieee"
     options: dict[str, Any] = {}
-    config = _CUDA_CONFIG if x.device.type == "cuda" else _INTERPRET_CONFIG
-    if x.device.type == "cuda":
+    cuda = _targets_cuda(x)
+    config = _CUDA_CONFIG if cuda else _INTERPRET_CONFIG
+    if cuda:
         block_n = config["block_n_f64"] if work == torch.float64 else config["block_n"]
         # explicit, so Triton 3.9 does not warn that its default changes (a warning is an error under pytest)
         options["enable_fp_fusion"] = True

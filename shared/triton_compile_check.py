@@ -1,0 +1,156 @@
+"""Compile the Triton kernels of sciml-norm and sciml-equivariant for a CUDA GPU on a machine that has none.
+
+Usage (repository root; any machine, no GPU or driver needed: Triton's wheel carries ptxas)::
+
+    uv run python shared/triton_compile_check.py [--arch 90] [--quick]
+
+A stand-in Triton driver reports a CUDA target of the given compute capability (default 90, H100/H200), and every
+kernel launch made by the packages' real code paths becomes ``JITFunction.run(..., warmup=True)``: Triton compiles
+the kernel all the way (TTIR, TTGIR, LLVM IR, PTX, then a cubin through ptxas) and returns without launching.
+The outputs are never computed, so this checks what the Triton interpreter cannot: that each specialization
+(dtype, memory layout, block sizes chosen for CUDA) is accepted by the CUDA compiler (types of scalars and
+intrinsics, shared-memory and register limits). Numerics stay the job of the interpreter parity tests and of the
+GPU tests. Exit status 1 when any compilation fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+os.environ.pop("TRITON_INTERPRET", None)
+
+import torch
+
+
+def install_fake_driver(arch: int) -> list[tuple[str, int]]:
+    """Point Triton at a stand-in CUDA driver and turn launches into compilations; returns the log they fill."""
+    from triton.backends.compiler import GPUTarget
+    from triton.runtime import driver
+    from triton.runtime.jit import JITFunction
+
+    target = GPUTarget("cuda", arch, 32)
+
+    class StandInDriver:
+        def get_current_device(self) -> int:
+            return 0
+
+        def get_current_stream(self, device: int | None = None) -> int:
+            return 0
+
+        def get_current_target(self) -> Any:
+            return target
+
+        def get_active_torch_device(self) -> torch.device:
+            return torch.device("cpu")
+
+        def get_device_interface(self) -> Any:
+            return torch.cuda
+
+        def is_active(self) -> bool:
+            return True
+
+    driver.set_active(StandInDriver())  # pyright: ignore[reportArgumentType]
+    log: list[tuple[str, int]] = []
+    run = JITFunction.run
+
+    def compile_only(self: Any, *args: Any, grid: Any, warmup: bool, **kwargs: Any) -> Any:
+        kernel = run(self, *args, grid=grid, warmup=True, **kwargs)
+        log.append((self.fn.__name__, int(getattr(kernel.metadata, "shared", 0))))
+        return kernel
+
+    JITFunction.run = compile_only  # pyright: ignore[reportAttributeAccessIssue]
+    return log
+
+
+def evonorm_cases(quick: bool) -> list[tuple[str, Callable[[], object]]]:
+    """Forward and backward of the fused S0/B0 (training and evaluation) in every dtype and layout."""
+    from sciml_norm._kernels import evonorm as kern
+
+    def cuda_plan(x: torch.Tensor) -> Any:  # the CUDA tile sizes, although the tensors live on the CPU
+        return kern._plan_for(
+            x.shape, x.stride(), True, kern._TILE["cuda"], kern._MAX_BLOCK_HW, kern._MAX_BLOCK_C, kern._FINALIZE_TILE
+        )
+
+    kern._plan = cuda_plan
+    shapes = [(4, 64, 7, 7)] if quick else [(4, 64, 7, 7), (64, 256, 56, 56), (8, 96, 5, 3)]
+    cases = []
+    for dtype in (torch.float32, torch.bfloat16, torch.float16, torch.float64):
+        for channels_last in (False, True):
+            for shape in shapes:
+
+                def case(dtype: torch.dtype = dtype, channels_last: bool = channels_last, shape: Any = shape) -> None:
+                    x = torch.randn(shape).to(dtype)
+                    if channels_last:
+                        x = x.contiguous(memory_format=torch.channels_last)
+                    c = shape[1]
+                    w, b, v = (torch.full((c,), f) for f in (1.0, 0.1, 1.0))
+                    running = torch.ones(c)
+                    g = torch.randn_like(x)
+                    _, mean, rstd = kern.s0_forward(x, w, b, v, 8 if c % 8 == 0 else 1, 1e-5, backend="triton")
+                    kern.s0_backward(g, x, w, v, mean, rstd, 8 if c % 8 == 0 else 1, backend="triton")
+                    for training in (True, False):
+                        momentum = 0.1 if training else None
+                        out = kern.b0_forward(x, w, b, v, running, training, 1e-3, backend="triton", momentum=momentum)
+                        _, im, istd, bm, left, *_ = out
+                        kern.b0_backward(g, x, w, v, im, istd, bm, left, training, backend="triton")
+
+                layout = "channels_last" if channels_last else "nchw"
+                cases.append((f"evonorm {dtype} {layout} {shape}", case))
+    return cases
+
+
+def gaunt_cases(quick: bool) -> list[tuple[str, Callable[[], object]]]:
+    """The fused grid Gaunt kernel at several degrees, float32 (IEEE and TF32) and half precisions."""
+    from sciml_equivariant._gaunt import GauntPlan
+    from sciml_equivariant._kernels import gaunt_grid
+
+    gaunt_grid._targets_cuda = lambda x: True  # the CUDA launch configuration, although the tensors live on the CPU
+    cases = []
+    for degree in (2, 6) if quick else (1, 2, 4, 6, 8, 10):
+        for dtype, tf32 in (
+            (torch.float32, False),
+            (torch.float32, True),
+            (torch.bfloat16, False),
+            (torch.float16, False),
+        ):
+
+            def case(degree: int = degree, dtype: torch.dtype = dtype, tf32: bool = tf32) -> None:
+                plan = GauntPlan(degree, degree, degree, backend="grid", dtype=torch.float32)
+                y1t, y2t, yout = plan._tensors
+                k = (degree + 1) ** 2
+                x, y = torch.randn(1024, k).to(dtype), torch.randn(1024, k).to(dtype)
+                gaunt_grid.launch(x, y, y1t.T.contiguous(), y2t.T.contiguous(), yout.contiguous(), allow_tf32=tf32)
+
+            cases.append((f"gaunt L={degree} {dtype} tf32={tf32}", case))
+    return cases
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Compile every case; print one line per failure and a summary; return the exit status."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--arch", type=int, default=90, help="compute capability x 10 (default 90)")
+    parser.add_argument("--quick", action="store_true", help="fewer shapes and degrees")
+    args = parser.parse_args(argv)
+    log = install_fake_driver(args.arch)
+    failures = 0
+    cases = evonorm_cases(args.quick) + gaunt_cases(args.quick)
+    for name, case in cases:
+        try:
+            case()
+        except Exception:
+            failures += 1
+            print(f"FAILED {name}\n{traceback.format_exc(limit=3)}")
+    kernels = sorted({name for name, _ in log})
+    print(f"{len(cases)} cases, {len(log)} launches compiled for sm_{args.arch} ({len(kernels)} kernels: "
+          f"{', '.join(kernels)}); largest shared memory {max((s for _, s in log), default=0)} bytes; "
+          f"{failures} failed")  # fmt: skip
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
