@@ -297,3 +297,62 @@ def test_bad_input() -> None:
         gaunt_tensor_product(x, y, lmax_out=2, channels=3, normalization="unit")
     with pytest.raises(SciMLInputError, match="dtype"):
         GauntPlan(1, 1, 1, dtype=torch.float16)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Function against module, layouts, channel inference
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_function_equals_module(backend: str, dtype: torch.dtype) -> None:
+    # gaunt_tensor_product (mul_ir in and out, any backend) and GauntTensorProduct(weights=None): one bilinear map,
+    # values and gradients, with broadcast leading dimensions
+    from sciml_equivariant._modules import GauntTensorProduct
+
+    generator = torch.Generator().manual_seed(21)
+    c, l1, l2, lout = 3, 3, 2, 4
+    x = _random_features(generator, (2, 1), c, l1, dtype).requires_grad_(True)
+    y = _random_features(generator, (1, 3), c, l2, dtype).requires_grad_(True)
+    module = GauntTensorProduct(c, l1, l2, lout, weights=None, dtype=dtype)
+    got = gaunt_tensor_product(x, y, lmax_out=lout, channels=c, backend=backend)
+    expected = module(x, y)
+    assert got.shape == expected.shape == (2, 3, c * (lout + 1) ** 2)
+    tol = 1e-12 if dtype == torch.float64 else 2e-5
+    assert_close(got, expected, atol=tol, rtol=tol)
+    cotangent = torch.randn(got.shape, generator=generator, dtype=torch.float64).to(dtype)
+    grads = torch.autograd.grad(got, (x, y), cotangent)
+    expected_grads = torch.autograd.grad(expected, (x, y), cotangent)
+    for g, e in zip(grads, expected_grads, strict=True):
+        assert_close(g, e, atol=tol, rtol=tol)
+
+
+def test_layout_conversion_round_trip() -> None:
+    from sciml_equivariant._gaunt import _from_coefficients, _to_coefficients
+
+    generator = torch.Generator().manual_seed(22)
+    for channels, lmax in [(1, 3), (4, 0), (3, 4), (5, 2)]:
+        x = _random_features(generator, (2, 3), channels, lmax, torch.float64)
+        coefficients = _to_coefficients(x, channels, lmax)
+        assert_close(coefficients, _coefficient_view(x, channels, lmax), atol=0, rtol=0)
+        assert_close(_from_coefficients(coefficients), x, atol=0, rtol=0)
+
+
+def test_channel_inference_matches_brute_force() -> None:
+    from sciml_equivariant._gaunt import _infer_layout
+
+    def brute(d1: int, d2: int) -> list[int]:  # every common C with square quotients, by exhaustion
+        square = lambda n: math.isqrt(n) ** 2 == n  # noqa: E731
+        return [
+            c for c in range(1, min(d1, d2) + 1) if d1 % c == 0 and d2 % c == 0 and square(d1 // c) and square(d2 // c)
+        ]
+
+    for d1, d2 in [(27, 12), (16, 16), (9 * 7, 4 * 7), (128 * 121, 128 * 121), (50, 8), (36, 100), (5, 7), (12, 27)]:
+        candidates = brute(d1, d2)
+        if len(candidates) == 1:
+            c = candidates[0]
+            assert _infer_layout(d1, d2, None) == (c, math.isqrt(d1 // c) - 1, math.isqrt(d2 // c) - 1)
+        else:
+            with pytest.raises(SciMLInputError, match="channels" if candidates else "x"):
+                _infer_layout(d1, d2, None)

@@ -285,3 +285,45 @@ def test_wigner_3j_triangle_dtype_and_errors() -> None:
         wigner_3j(1, -1, 1)
     with pytest.raises(SciMLInputError, match="dtype"):
         wigner_3j(1, 1, 1, dtype=torch.int64)
+
+
+# ------------------------------------------------------------------------------------------------ construction helpers
+
+
+def test_gauss_legendre_matches_scipy() -> None:
+    from sciml_equivariant._so3 import _gauss_legendre
+
+    for n in (1, 2, 3, 8, 21, 41, 64):
+        nodes, weights = _gauss_legendre(n)
+        ref_nodes, ref_weights = sps.roots_legendre(n)
+        np.testing.assert_allclose(nodes, ref_nodes, rtol=0, atol=1e-14)
+        np.testing.assert_allclose(weights, ref_weights, rtol=1e-11, atol=0)
+        assert abs(weights.sum() - 2.0) < 1e-13
+        # exact for x^(2n-2): int_{-1}^{1} x^(2n-2) dx = 2 / (2n - 1)
+        assert abs(float(weights @ nodes ** (2 * n - 2)) - 2.0 / (2 * n - 1)) < 1e-13
+
+
+@pytest.mark.parametrize("lmax", [0, 3, 12])
+def test_grid_harmonics_match_e3nn_on_product_grids(lmax: int) -> None:
+    from sciml_equivariant._so3 import _grid_harmonics
+
+    theta = np.array([0.0, 0.3, 1.1, np.pi / 2, 2.5, np.pi, 4.0, 5.9])  # theta > pi: negative sin (torus grids)
+    phi = np.array([0.0, 0.7, 2.0, 3.5, 6.1])
+    got = _grid_harmonics(lmax, np.cos(theta), np.sin(theta), phi)
+    t, p = np.meshgrid(theta, phi, indexing="ij")
+    points = torch.from_numpy(np.stack([np.sin(t) * np.sin(p), np.cos(t), np.sin(t) * np.cos(p)], axis=-1))
+    with _default_float64():
+        expected = o3.spherical_harmonics(list(range(lmax + 1)), points, normalize=True, normalization="integral")
+    np.testing.assert_allclose(got, expected.numpy(), rtol=0, atol=1e-12)
+
+
+def test_wigner_D_recursion_high_degree_against_quadrature() -> None:
+    # D^l_{mm'}(R) = int Y_l^m(R r) Y_l^m'(r) dr, by an exact Gauss-Legendre x uniform rule (scipy nodes)
+    l = 30
+    R = rand_rotation(2, generator=torch.Generator().manual_seed(23), dtype=F64)
+    points, weights = _sphere_grid(l + 1, 2 * l + 1)
+    start = l * l
+    sh = spherical_harmonics(l, points)[:, start:]
+    rotated = spherical_harmonics(l, points @ R.transpose(-1, -2))[..., start:]
+    expected = rotated.transpose(-1, -2) @ (sh * weights[:, None])
+    assert float((wigner_D(l, R) - expected).abs().max()) < 1e-11

@@ -66,7 +66,8 @@ import numpy as np
 import torch
 from sciml_protocols import SciMLInputError
 
-from sciml_equivariant._so3 import spherical_harmonics, wigner_3j
+from sciml_equivariant._kernels.gaunt_grid import gaunt_grid_product
+from sciml_equivariant._so3 import _gauss_legendre, _grid_harmonics, wigner_3j
 
 __all__ = ["GauntPlan", "gaunt_coefficients", "gaunt_tensor_product"]
 
@@ -194,70 +195,89 @@ def _degree_scales(lmax: int, normalization: str) -> np.ndarray:
     return scales
 
 
-@lru_cache(maxsize=64)
-def _mul_ir_index(channels: int, lmax: int) -> torch.Tensor:
-    """Index i with coeff[..., u*(L+1)**2 + ell*ell + ell + m] = mul_ir[..., i]."""
-    size = (lmax + 1) ** 2
-    index = np.empty(channels * size, dtype=np.int64)
-    for ell in range(lmax + 1):
-        block = np.arange(channels * (2 * ell + 1)).reshape(channels, 2 * ell + 1) + channels * ell * ell
-        for u in range(channels):
-            index[u * size + ell * ell : u * size + (ell + 1) ** 2] = block[u]
-    return torch.from_numpy(index)
+def _layout_index_np(channels: int, lmax: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(gather, scatter)`` int64 index arrays between e3nn's mul_ir layout and the coefficient layout.
+
+    ``coeff.flatten(-2) = mul_ir[..., gather]`` with ``coeff[..., u, l*l + l + m]``, and
+    ``mul_ir = coeff.flatten(-2)[..., scatter]``. Fresh arrays (vectorized, microseconds).
+    """
+    degree = np.repeat(np.arange(lmax + 1), 2 * np.arange(lmax + 1) + 1)  # degree of each column k
+    offset = np.arange((lmax + 1) ** 2) - degree * degree  # l + m
+    u = np.arange(channels)[:, None]
+    gather = (channels * degree * degree + offset + u * (2 * degree + 1)).reshape(-1)
+    scatter = np.empty_like(gather)
+    scatter[gather] = np.arange(gather.size)
+    return gather, scatter
 
 
-@lru_cache(maxsize=64)
-def _mul_ir_inverse_index(channels: int, lmax: int) -> torch.Tensor:
-    forward = _mul_ir_index(channels, lmax)
-    inverse = torch.empty_like(forward)
-    inverse[forward] = torch.arange(forward.numel())
-    return inverse
+_LAYOUT_CACHE: dict[tuple[int, int, torch.device], tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def _layout_indices(channels: int, lmax: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`_layout_index_np` as int64 tensors on ``device``, cached (so a CUDA call does no host copy)."""
+    key = (channels, lmax, device)
+    hit = _LAYOUT_CACHE.get(key)
+    if hit is None:
+        gather, scatter = _layout_index_np(channels, lmax)
+        hit = (torch.from_numpy(gather).to(device), torch.from_numpy(scatter).to(device))
+        if len(_LAYOUT_CACHE) >= 256:  # bounded, like the lru caches of the bases
+            _LAYOUT_CACHE.clear()
+        _LAYOUT_CACHE[key] = hit
+    return hit
 
 
 def _to_coefficients(x: torch.Tensor, channels: int, lmax: int) -> torch.Tensor:
-    index = _mul_ir_index(channels, lmax).to(x.device)
-    return x[..., index].reshape(*x.shape[:-1], channels, (lmax + 1) ** 2)
+    """mul_ir ``(..., C*(L+1)**2)`` -> coefficient layout ``(..., C, (L+1)**2)`` (one ``index_select`` copy)."""
+    if lmax == 0 or channels == 1:  # the two layouts coincide
+        return x.unflatten(-1, (channels, (lmax + 1) ** 2))
+    gather, _ = _layout_indices(channels, lmax, x.device)
+    return x.index_select(-1, gather).unflatten(-1, (channels, (lmax + 1) ** 2))
 
 
 def _from_coefficients(z: torch.Tensor) -> torch.Tensor:
+    """Coefficient layout ``(..., C, (L+1)**2)`` -> mul_ir ``(..., C*(L+1)**2)``."""
     channels, size = z.shape[-2], z.shape[-1]
     lmax = math.isqrt(size) - 1
-    index = _mul_ir_inverse_index(channels, lmax).to(z.device)
-    return z.reshape(*z.shape[:-2], channels * size)[..., index]
+    if lmax == 0 or channels == 1:
+        return z.flatten(-2)
+    _, scatter = _layout_indices(channels, lmax, z.device)
+    return z.flatten(-2).index_select(-1, scatter)
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Basis builders (float64, numpy / torch CPU), cached by degrees and normalization
+# Basis builders (float64 NumPy, closed forms, vectorized over m), cached by degrees and normalization
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def _harmonics_at(lmax: int, theta: np.ndarray, phi: np.ndarray) -> np.ndarray:
-    """Real orthonormal SH at the points (theta, phi) (arrays of equal shape), returns (..., (lmax+1)**2)."""
-    vectors = np.stack([np.sin(theta) * np.sin(phi), np.cos(theta), np.sin(theta) * np.cos(phi)], axis=-1)
-    values = spherical_harmonics(lmax, torch.from_numpy(vectors), normalize=True, normalization="integral")
-    return values.numpy()
+@lru_cache(maxsize=8)
+def _grid_values(degree: int, lmax: int) -> tuple[np.ndarray, np.ndarray]:
+    r"""Harmonics up to ``lmax`` on the grid exact to ``degree`` (G, (lmax+1)**2) and the quadrature weights (G,).
+
+    Gauss-Legendre in :math:`\cos\theta` (``degree // 2 + 1`` nodes) times uniform in :math:`\varphi`
+    (``degree + 1`` nodes); shared by the products that use the same grid (e.g. the steps of a many-body module).
+    """
+    n_theta = degree // 2 + 1
+    n_phi = degree + 1
+    nodes, weights = _gauss_legendre(n_theta)
+    sin_theta = np.sqrt(np.clip(1.0 - nodes * nodes, 0.0, None))
+    phi = 2 * np.pi * np.arange(n_phi) / n_phi
+    values = _grid_harmonics(lmax, nodes, sin_theta, phi).reshape(n_theta * n_phi, -1)
+    return values, np.repeat(weights * (2 * np.pi / n_phi), n_phi)
 
 
 @lru_cache(maxsize=32)
-def _grid_basis(l1: int, l2: int, lout: int, normalization: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    degree = l1 + l2 + lout
-    n_theta = degree // 2 + 1
-    n_phi = degree + 1
-    nodes, weights = np.polynomial.legendre.leggauss(n_theta)
-    theta = np.arccos(nodes)
-    phi = 2 * np.pi * np.arange(n_phi) / n_phi
-    theta_grid, phi_grid = np.meshgrid(theta, phi, indexing="ij")
-    lmax = max(l1, l2, lout)
-    values = _harmonics_at(lmax, theta_grid.ravel(), phi_grid.ravel())  # (P, K)
-    quad = (weights[:, None] * np.full(n_phi, 2 * np.pi / n_phi)[None, :]).ravel()
-    y1 = values[:, : (l1 + 1) ** 2] * _degree_scales(l1, normalization)[None, :]
-    y2 = values[:, : (l2 + 1) ** 2] * _degree_scales(l2, normalization)[None, :]
+def _grid_basis_np(l1: int, l2: int, lout: int, normalization: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Float64 ``(B_1^T (K1, G), B_2^T (K2, G), W (G, Kout))`` on the Gauss-Legendre x uniform grid."""
+    values, quad = _grid_values(l1 + l2 + lout, max(l1, l2, lout))  # (G, K), (G,)
+    y1t = values[:, : (l1 + 1) ** 2].T * _degree_scales(l1, normalization)[:, None]
+    y2t = values[:, : (l2 + 1) ** 2].T * _degree_scales(l2, normalization)[:, None]
     yout = quad[:, None] * values[:, : (lout + 1) ** 2] / _degree_scales(lout, normalization)[None, :]
-    return (
-        torch.from_numpy(np.ascontiguousarray(y1.T)),
-        torch.from_numpy(np.ascontiguousarray(y2.T)),
-        torch.from_numpy(np.ascontiguousarray(yout)),
-    )
+    return np.ascontiguousarray(y1t), np.ascontiguousarray(y2t), np.ascontiguousarray(yout)
+
+
+def _grid_basis(l1: int, l2: int, lout: int, normalization: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`_grid_basis_np` as float64 CPU tensors (sharing the cached memory: do not modify)."""
+    return tuple(torch.from_numpy(a) for a in _grid_basis_np(l1, l2, lout, normalization))  # type: ignore[return-value]
 
 
 @lru_cache(maxsize=32)
@@ -265,18 +285,16 @@ def _torus_coefficients(lmax: int) -> np.ndarray:
     """F[u, v, k]: exact 2-D Fourier coefficients of Y_k on the torus (wrapped indices, size 2*lmax+1)."""
     n = 2 * lmax + 1
     angles = 2 * np.pi * np.arange(n) / n
-    theta_grid, phi_grid = np.meshgrid(angles, angles, indexing="ij")
-    values = _harmonics_at(lmax, theta_grid.ravel(), phi_grid.ravel()).reshape(n, n, -1)
+    values = _grid_harmonics(lmax, np.cos(angles), np.sin(angles), angles)  # (n, n, K)
     coefficients = np.fft.fft2(values, axes=(0, 1)) / (n * n)
     # The change of basis relies on F[u, v] = 0 unless |v| = |m| (true for e3nn's y polar axis): check it.
-    for ell in range(lmax + 1):
-        for m in range(-ell, ell + 1):
-            off = np.ones(n, dtype=bool)
-            off[abs(m)] = False
-            off[(-abs(m)) % n] = False
-            leak = np.abs(coefficients[:, off, ell * ell + ell + m]).max(initial=0.0)
-            if leak > 1e-9:  # pragma: no cover - guards against a change of convention in _so3
-                raise RuntimeError(f"torus Fourier coefficients of Y_{ell}^{m} are not sparse in v (leak {leak:.2e})")
+    degree = np.repeat(np.arange(lmax + 1), 2 * np.arange(lmax + 1) + 1)
+    order = np.abs(np.arange((lmax + 1) ** 2) - degree * degree - degree)  # |m| of each column
+    v = np.arange(n)
+    allowed = (v[:, None] == order[None, :]) | (v[:, None] == (-order[None, :]) % n)  # (n, K)
+    leak = float(np.abs(coefficients).max(axis=0)[~allowed].max(initial=0.0))
+    if leak > 1e-9:  # pragma: no cover - guards against a change of convention in _so3
+        raise RuntimeError(f"torus Fourier coefficients of the harmonics are not sparse in v (leak {leak:.2e})")
     return coefficients
 
 
@@ -297,26 +315,37 @@ def _fft_sizes(l1: int, l2: int, lout: int) -> tuple[int, int]:
     return size_u, size_v
 
 
+def _half_spectrum_slots(lmax: int) -> tuple[np.ndarray, np.ndarray]:
+    """Coefficient column and use mask of each slot (v, j, ell) of the half spectrum, both (lmax+1, 2, lmax+1).
+
+    The column is k = ell^2 + ell + m with m = v for j = 0 and m = -v for j = 1; a slot is used when ell >= v
+    (and there is no j = 1 slot for v = 0).
+    """
+    v = np.arange(lmax + 1)[:, None, None]
+    j = np.arange(2)[None, :, None]
+    ell = np.arange(lmax + 1)[None, None, :]
+    valid = (ell >= v) & ~((j == 1) & (v == 0))
+    k = ell * ell + ell + np.where(j == 0, v, -v)
+    return np.where(valid, k, 0), np.broadcast_to(valid, k.shape)
+
+
 @lru_cache(maxsize=32)
 def _fft_input_basis(lmax: int, size_u: int, normalization: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Index into the coefficients (v, j, ell) and the matrices H[v, (j, ell), (u, re/im)] to the half spectrum."""
     coefficients = _torus_coefficients(lmax)
     n = 2 * lmax + 1
     scales = _degree_scales(lmax, normalization)
-    index = np.zeros((lmax + 1, 2, lmax + 1), dtype=np.int64)
+    index, valid = _half_spectrum_slots(lmax)
+    u = np.arange(-lmax, lmax + 1)
+    v = np.broadcast_to(np.arange(lmax + 1)[:, None, None], index.shape)
+    # values[v, j, ell, u] = F[u, v, k(v, j, ell)] * s_k on the used slots
+    values = coefficients[(u % n)[None, None, None, :], v[..., None], index[..., None]]
+    values = np.asarray(values * (scales[index] * valid)[..., None], dtype=np.complex128)
     basis = np.zeros((lmax + 1, 2, lmax + 1, size_u, 2))
-    for v in range(lmax + 1):
-        for j, m in enumerate((v, -v)):
-            if j == 1 and v == 0:
-                continue
-            for ell in range(v, lmax + 1):
-                k = ell * ell + ell + m
-                index[v, j, ell] = k
-                for u in range(-lmax, lmax + 1):
-                    value = coefficients[u % n, v, k] * scales[k]
-                    basis[v, j, ell, u % size_u] = (value.real, value.imag)
+    basis[..., u % size_u, 0] = np.real(values)
+    basis[..., u % size_u, 1] = np.imag(values)
     return (
-        torch.from_numpy(index.reshape(-1)),
+        torch.from_numpy(index.reshape(-1).copy()),
         torch.from_numpy(basis.reshape(lmax + 1, 2 * (lmax + 1), 2 * size_u)),
     )
 
@@ -331,20 +360,18 @@ def _fft_output_basis(lout: int, size_u: int, normalization: str) -> tuple[torch
     u_values = np.where(u_values <= size_u // 2, u_values, u_values - size_u)
     u_prime = np.arange(-lout, lout + 1)
     kernel = _theta_kernel(u_values[:, None] + u_prime[None, :])  # (size_u, 2*lout+1)
-    basis = np.zeros((lout + 1, size_u, 2, 2, lout + 1))
+    v = np.arange(lout + 1)
+    weight = np.where(v == 0, 1.0, 2.0)  # the v < 0 half of the spectrum is the complex conjugate
+    columns = coefficients[(u_prime % n)[:, None], ((-v) % n)[None, :], :]  # (2*lout+1, v, K)
+    pairing = 2 * np.pi * weight[:, None, None] * np.einsum("ua,avk->vuk", kernel, columns)  # (v, size_u, K)
+    index, valid = _half_spectrum_slots(lout)
+    # selected[v, u, j, ell] = pairing[v, u, k(v, j, ell)] / s_k on the used slots
+    selected = pairing[v[:, None, None, None], np.arange(size_u)[None, :, None, None], index[:, None, :, :]]
+    selected = selected * (valid / scales[index])[:, None, :, :]
+    basis = np.stack([selected.real, -selected.imag], axis=2)  # (v, u, re/im, j, ell)
+    slot = (2 * v[:, None, None] + np.arange(2)[None, :, None]) * (lout + 1) + np.arange(lout + 1)[None, None, :]
     gather = np.zeros((lout + 1) ** 2, dtype=np.int64)
-    for v in range(lout + 1):
-        weight = 1.0 if v == 0 else 2.0  # the v < 0 half of the spectrum is the complex conjugate
-        column = coefficients[u_prime % n, (-v) % n, :]  # (2*lout+1, K)
-        pairing = 2 * np.pi * weight * (kernel @ column)  # (size_u, K)
-        for j, m in enumerate((v, -v)):
-            if j == 1 and v == 0:
-                continue
-            for ell in range(v, lout + 1):
-                k = ell * ell + ell + m
-                gather[k] = (v * 2 + j) * (lout + 1) + ell
-                basis[v, :, 0, j, ell] = pairing[:, k].real / scales[k]
-                basis[v, :, 1, j, ell] = -pairing[:, k].imag / scales[k]
+    gather[index[valid]] = slot[valid]
     return torch.from_numpy(basis.reshape(lout + 1, 2 * size_u, 2 * (lout + 1))), torch.from_numpy(gather)
 
 
@@ -466,11 +493,12 @@ class GauntPlan:
 
     def _grid(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         y1t, y2t, yout = self._tensors
-        return ((x @ y1t) * (y @ y2t)) @ yout
+        # three matmuls on the CPU, the fused Triton kernel for float32 CUDA tensors
+        return gaunt_grid_product(x, y, y1t.mT, y2t.mT, yout)
 
     def _fourier(self, x: torch.Tensor, index: torch.Tensor, basis: torch.Tensor, lmax: int) -> torch.Tensor:
         """Values on the (size_u, size_v) torus grid, (N, size_u, size_v), from (N, K) coefficients."""
-        gathered = x[:, index].reshape(x.shape[0], lmax + 1, 2 * (lmax + 1)).transpose(0, 1)
+        gathered = x.index_select(1, index).reshape(x.shape[0], lmax + 1, 2 * (lmax + 1)).transpose(0, 1)
         spectrum = torch.bmm(gathered, basis).reshape(lmax + 1, x.shape[0], self.size_u, 2)
         spectrum = torch.view_as_complex(spectrum).permute(1, 2, 0)  # (N, u, v >= 0)
         return torch.fft.irfft2(spectrum, s=(self.size_u, self.size_v), norm="forward")
@@ -484,7 +512,7 @@ class GauntPlan:
         spectrum = torch.fft.rfft2(values, norm="forward")[..., : self.lout_max + 1]  # (N, u, v)
         pairs = torch.view_as_real(spectrum).permute(2, 0, 1, 3).reshape(self.lout_max + 1, xf.shape[0], -1)
         projected = torch.bmm(pairs, out_basis)  # (v, N, 2 * (Lout+1))
-        flat = projected.transpose(0, 1).reshape(xf.shape[0], -1)[:, gather]
+        flat = projected.transpose(0, 1).reshape(xf.shape[0], -1).index_select(1, gather)
         return flat.reshape(*batch, flat.shape[-1])
 
     def _cg(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -505,11 +533,15 @@ class GauntPlan:
 def _plan_tensors(
     l1: int, l2: int, lout: int, backend: str, normalization: str, dtype: torch.dtype, device: torch.device
 ) -> tuple:
-    def put(t: torch.Tensor) -> torch.Tensor:
-        return t.to(device=device, dtype=dtype) if t.is_floating_point() else t.to(device=device)
+    def put(t: torch.Tensor | np.ndarray) -> torch.Tensor:
+        # dtype conversion in NumPy: small torch copies on a busy machine can cost milliseconds in intra-op threads
+        a = t.numpy() if isinstance(t, torch.Tensor) else t
+        if a.dtype.kind == "f":
+            a = a.astype(np.float32 if dtype == torch.float32 else np.float64, copy=False)
+        return torch.from_numpy(a).to(device=device)
 
     if backend == "grid":
-        return tuple(put(t) for t in _grid_basis(l1, l2, lout, normalization))
+        return tuple(put(a) for a in _grid_basis_np(l1, l2, lout, normalization))
     if backend == "fft":
         size_u, _ = _fft_sizes(l1, l2, lout)
         index1, basis1 = _fft_input_basis(l1, size_u, normalization)
@@ -539,11 +571,12 @@ def _infer_layout(d1: int, d2: int, channels: int | None) -> tuple[int, int, int
                     name, f"feature size {d} is not channels * (L+1)**2 for channels={channels} (irreps Cx0e+Cx1o+...)"
                 )
         return channels, math.isqrt(d1 // channels) - 1, math.isqrt(d2 // channels) - 1
-    candidates = [
-        c
-        for c in range(1, math.gcd(d1, d2) + 1)
-        if d1 % c == 0 and d2 % c == 0 and _square_root(d1 // c) is not None and _square_root(d2 // c) is not None
-    ]
+    # every C = d1 / (L1+1)**2 for a square divisor of d1, kept when d2 / C is a square too (O(sqrt(d1)) steps)
+    candidates = sorted(
+        d1 // (k * k)
+        for k in range(1, math.isqrt(d1) + 1)
+        if d1 % (k * k) == 0 and d2 % (d1 // (k * k)) == 0 and _square_root(d2 // (d1 // (k * k))) is not None
+    )
     if not candidates:
         raise SciMLInputError(
             "x", f"feature sizes {d1} and {d2} are not C*(L1+1)**2 and C*(L2+1)**2 for a common channel count C"

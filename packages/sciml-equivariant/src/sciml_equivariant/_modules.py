@@ -41,11 +41,12 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 import torch
 from sciml_protocols import SciMLInputError, check_int
 from torch import Tensor, nn
 
-from ._gaunt import GauntPlan
+from ._gaunt import _grid_basis_np, _layout_index_np
 from ._irreps import Irreps, gaunt_irreps
 from ._kernels.gaunt_grid import gaunt_grid_product
 from ._so3 import spherical_harmonics
@@ -77,25 +78,22 @@ def _irreps(channels: int, lmax: int) -> Irreps:
 
 def _degree_of_column(lmax: int) -> Tensor:
     """Degree l of each coefficient column k = l^2 + l + m, shape ((lmax+1)^2,)."""
-    return torch.repeat_interleave(torch.arange(lmax + 1), torch.arange(lmax + 1) * 2 + 1)
+    return torch.from_numpy(np.repeat(np.arange(lmax + 1), 2 * np.arange(lmax + 1) + 1))
 
 
-def _mul_ir_index(channels: int, lmax: int) -> Tensor:
-    """For the coefficient layout flattened as (C, K): the position of each entry in the mul_ir feature vector."""
-    blocks = []
-    for ell in range(lmax + 1):
-        dim = 2 * ell + 1
-        start = channels * ell * ell
-        blocks.append(start + torch.arange(channels * dim).reshape(channels, dim))
-    return torch.cat(blocks, dim=1).reshape(-1)
-
-
-def _grid_bases(l1: int, l2: int, lout: int) -> tuple[Tensor, Tensor, Tensor]:
-    """Float64 grid matrices (B_x, B_y, W) of the Gaunt product for degrees (l1, l2) -> lout."""
-    # GauntPlan's grid backend holds (B_x^T (K1, G), B_y^T (K2, G), W (G, Kout)), built in float64 and cached
-    plan = GauntPlan(l1, l2, lout, backend="grid", dtype=torch.float64, device="cpu")
-    basis_x_t, basis_y_t, projection = plan._tensors  # pyright: ignore[reportPrivateUsage]
+def _grid_bases(l1: int, l2: int, lout: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Float64 grid matrices (B_x (G, K1), B_y (G, K2), W (G, Kout)) of the Gaunt product (l1, l2) -> lout."""
+    # the grid backend of GauntPlan: (B_x^T, B_y^T, W), built in float64 NumPy from closed forms and cached
+    basis_x_t, basis_y_t, projection = _grid_basis_np(l1, l2, lout, "integral")
     return basis_x_t.T, basis_y_t.T, projection
+
+
+def _as_tensor(array: np.ndarray, device: torch.device | str | None, dtype: torch.dtype) -> Tensor:
+    """A fresh tensor with the values of a float64 NumPy array (converted in NumPy when it can: no torch threads)."""
+    numpy_dtype = {torch.float64: np.float64, torch.float32: np.float32, torch.float16: np.float16}.get(dtype)
+    if numpy_dtype is None:
+        return torch.from_numpy(np.array(array)).to(device=device, dtype=dtype)
+    return torch.from_numpy(np.array(array, dtype=numpy_dtype)).to(device=device)
 
 
 class _GridProduct(nn.Module):
@@ -109,9 +107,9 @@ class _GridProduct(nn.Module):
         super().__init__()
         self.l1, self.l2, self.lout, self.backend = l1, l2, lout, backend
         basis_x, basis_y, projection = _grid_bases(l1, l2, lout)
-        self.register_buffer("basis_x", basis_x.to(**factory, copy=True), persistent=False)
-        self.register_buffer("basis_y", basis_y.to(**factory, copy=True), persistent=False)
-        self.register_buffer("projection", projection.to(**factory, copy=True), persistent=False)
+        self.register_buffer("basis_x", _as_tensor(basis_x, **factory), persistent=False)
+        self.register_buffer("basis_y", _as_tensor(basis_y, **factory), persistent=False)
+        self.register_buffer("projection", _as_tensor(projection, **factory), persistent=False)
 
     def _apply(self, fn: Any, recurse: bool = True) -> _GridProduct:
         # .to() / .double() / .cuda(): take the new dtype and device, but the values from the float64 master
@@ -121,7 +119,7 @@ class _GridProduct(nn.Module):
         for name, master in zip(("basis_x", "basis_y", "projection"), masters, strict=True):
             current: Tensor = getattr(self, name)
             if current.dtype.is_floating_point:
-                setattr(self, name, master.to(device=current.device, dtype=current.dtype, copy=True))
+                setattr(self, name, _as_tensor(master, current.device, current.dtype))
         return self
 
     def forward(self, x: Tensor, y: Tensor) -> Tensor:
@@ -142,9 +140,9 @@ class _Layout(nn.Module):
         super().__init__()
         self.channels, self.lmax = channels, lmax
         self.dim = (lmax + 1) ** 2
-        index = _mul_ir_index(channels, lmax)
-        self.register_buffer("gather", index.to(device), persistent=False)
-        self.register_buffer("scatter", torch.argsort(index).to(device), persistent=False)
+        gather, scatter = _layout_index_np(channels, lmax)
+        self.register_buffer("gather", torch.from_numpy(gather).to(device), persistent=False)
+        self.register_buffer("scatter", torch.from_numpy(scatter).to(device), persistent=False)
 
     def to_coefficients(self, x: Tensor) -> Tensor:
         return x.index_select(-1, self.gather).unflatten(-1, (self.channels, self.dim))

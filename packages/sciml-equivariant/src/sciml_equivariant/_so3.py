@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import Any
 
 import numpy as np
 import torch
@@ -96,7 +97,7 @@ def _degree_scale(l: int, normalization: str) -> list[float]:
 _CONSTANT_CACHE: dict[tuple[object, ...], torch.Tensor] = {}
 
 
-def _constant(key: tuple[object, ...], values: list[float], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+def _constant(key: tuple[object, ...], values: list[Any], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """A small constant tensor, cached per (key, dtype, device) in eager mode and inlined when compiling."""
     if torch.compiler.is_compiling():
         return torch.tensor(values, dtype=dtype, device=device)
@@ -237,35 +238,83 @@ def _check_vectors(name: str, vectors: object) -> torch.Tensor:
 # ----------------------------------------------------------------------------------------------------------------
 
 
-@functools.cache
-def _sphere_quadrature(degree: int) -> tuple[np.ndarray, np.ndarray]:
-    r"""Gauss-Legendre (in :math:`y`) times uniform (in :math:`\varphi`) rule exact for polynomials of ``degree``.
+def _gauss_legendre(n: int) -> tuple[np.ndarray, np.ndarray]:
+    r"""Nodes (ascending) and weights of the :math:`n`-point Gauss-Legendre rule on :math:`[-1, 1]`, float64.
+
+    Newton's method on :math:`P_n` (three-term recurrence, vectorized over the roots) from the asymptotic guesses
+    :math:`\cos(\pi (k - 1/4) / (n + 1/2))`; weights :math:`2 / ((1 - x^2) P_n'(x)^2)`. Symmetrized, so the rule
+    is exact in both halves. Avoids importing ``numpy.polynomial`` (tens of milliseconds on a cold start).
+
+    Args:
+        n: number of nodes, :math:`n \ge 1`.
 
     Returns:
-        ``(points (N, 3), weights (N,))`` in float64; the weights sum to :math:`4\pi`.
+        ``(nodes, weights)``, each of shape ``(n,)``; exact for polynomials of degree :math:`2n - 1`.
     """
-    n_theta = degree // 2 + 1
-    n_phi = degree + 1
-    nodes, w = np.polynomial.legendre.leggauss(n_theta)
-    phi = 2.0 * np.pi * np.arange(n_phi) / n_phi
-    sin_t = np.sqrt(np.clip(1.0 - nodes**2, 0.0, None))
-    y = np.repeat(nodes, n_phi)
-    x = np.outer(sin_t, np.sin(phi)).reshape(-1)
-    z = np.outer(sin_t, np.cos(phi)).reshape(-1)
-    points = np.stack([x, y, z], axis=-1)
-    weights = np.repeat(w, n_phi) * (2.0 * np.pi / n_phi)
-    return points, weights
+    x = np.cos(np.pi * (np.arange(1, n + 1) - 0.25) / (n + 0.5))
+    derivative = np.ones(n)
+    for _ in range(100):
+        p_prev, p = np.ones(n), x.copy()
+        for j in range(2, n + 1):
+            p_prev, p = p, ((2 * j - 1) * x * p - (j - 1) * p_prev) / j
+        derivative = n * (p_prev - x * p) / (1.0 - x * x)
+        step = p / derivative
+        x = x - step
+        if float(np.abs(step).max()) < 1e-15:
+            break
+    # one last evaluation of P_n' at the converged nodes for the weights
+    p_prev, p = np.ones(n), x.copy()
+    for j in range(2, n + 1):
+        p_prev, p = p, ((2 * j - 1) * x * p - (j - 1) * p_prev) / j
+    derivative = n * (p_prev - x * p) / (1.0 - x * x)
+    weights = 2.0 / ((1.0 - x * x) * derivative * derivative)
+    x, weights = x[::-1], weights[::-1]
+    x = 0.5 * (x - x[::-1])
+    weights = 0.5 * (weights + weights[::-1])
+    return np.ascontiguousarray(x), np.ascontiguousarray(weights)
 
 
-@functools.lru_cache(maxsize=64)
-def _projection_basis(
-    lmax: int, degrees: tuple[int, ...], dtype: torch.dtype, device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Quadrature points (N, 3) and weighted orthonormal harmonics w_k Y(v_k) (N, sum(2l+1)) for ``degrees``."""
-    points_np, weights_np = _sphere_quadrature(2 * lmax)
-    points = torch.from_numpy(points_np)
-    basis = _harmonics(lmax, points, "integral", degrees) * torch.from_numpy(weights_np)[:, None]
-    return points.to(dtype=dtype, device=device), basis.to(dtype=dtype, device=device)
+def _grid_harmonics(lmax: int, cos_theta: np.ndarray, sin_theta: np.ndarray, phi: np.ndarray) -> np.ndarray:
+    r"""Orthonormal real harmonics on a product grid, in NumPy float64: ``(n_theta, n_phi, (lmax+1)**2)``.
+
+    On the unit sphere :math:`\operatorname{Re}/\operatorname{Im}(z + i x)^m = \sin^m\theta\,\cos/\sin(m\varphi)`,
+    so :math:`Y_l^m(\theta_i, \varphi_j) = A_{i,lm}\,T_{j,lm}` with :math:`A` the normalized associated Legendre
+    factor (the recurrence of :func:`_compute_legendre_coefficients` with :math:`r = 1`, times
+    :math:`\sin^{|m|}\theta`) and :math:`T` the trigonometric factor. Costs :math:`O(L)` vectorized steps (no
+    loop over :math:`m`, no torch ops: construction is not slowed by intra-op threads). ``sin_theta`` may be
+    negative (torus grids with :math:`\theta \in [0, 2\pi)`). Same values as :func:`spherical_harmonics` at the
+    points :math:`(\sin\theta\sin\varphi, \cos\theta, \sin\theta\cos\varphi)` up to rounding.
+    """
+    c, a, b = _legendre_coefficients(lmax)
+    n_t = cos_theta.shape[0]
+    size = (lmax + 1) ** 2
+    orders = np.arange(lmax + 1)
+    sin_power = sin_theta[:, None] ** orders  # (n_t, lmax+1)
+    angles = np.multiply.outer(phi, orders)
+    cos_m, sin_m = np.cos(angles), np.sin(angles)  # (n_phi, lmax+1)
+    legendre = np.empty((n_t, size))
+    trig = np.empty((phi.shape[0], size))
+    y = cos_theta[:, None]
+    q_prev2 = q_prev = np.empty((n_t, 0))
+    for l in range(lmax + 1):
+        q = np.empty((n_t, l + 1))
+        q[:, l] = c[l]
+        if l >= 1:
+            q[:, l - 1] = cos_theta * (math.sqrt(2 * l - 1) * c[l - 1])
+        if l >= 2:
+            q[:, : l - 1] = np.asarray(a[l]) * y * q_prev[:, : l - 1] - np.asarray(b[l]) * q_prev2[:, : l - 1]
+        base = math.sqrt((2 * l + 1) / (4 * math.pi))
+        factor = np.full(l + 1, base * math.sqrt(2.0))
+        factor[0] = base
+        block = q * sin_power[:, : l + 1] * factor  # m = 0..l
+        start = l * l + l
+        legendre[:, start : start + l + 1] = block
+        legendre[:, start - l : start] = block[:, :0:-1]
+        trig[:, start] = 1.0
+        trig[:, start + 1 : start + l + 1] = cos_m[:, 1 : l + 1]
+        trig[:, start - l : start] = sin_m[:, l:0:-1]
+        q_prev2, q_prev = q_prev, q
+    return legendre[:, None, :] * trig[None, :, :]
 
 
 def _check_rotation(name: str, R: object, *, allow_improper: bool = False) -> torch.Tensor:
@@ -288,34 +337,72 @@ def _check_rotation(name: str, R: object, *, allow_improper: bool = False) -> to
     return R
 
 
+_WignerStep = tuple[list[list[int]], list[list[int]], list[list[int]], list[list[float]]]
+# plain dicts, not functools caches: Dynamo traces dict look-ups silently
+_WIGNER_STEP_CACHE: dict[int, _WignerStep] = {}
+
+
+def _wigner_step(l: int) -> _WignerStep:
+    r"""Sparse form of :math:`\hat C = \sqrt{2l+1}\,C^{(l-1)\,1\,l}` reshaped to ``(3(2l-1), 2l+1)``.
+
+    For each output column :math:`n` the (at most five) non-zero rows :math:`(a, b)` of the real 3j tensor, padded
+    with zero coefficients: ``(a, b, a * 3 + b, coefficient)``, each a list over :math:`n` of equal-length lists.
+    """
+    hit = _WIGNER_STEP_CACHE.get(l)
+    if hit is None:
+        c = _wigner_3j_float64(l - 1, 1, l).numpy().reshape(3 * (2 * l - 1), 2 * l + 1) * math.sqrt(2 * l + 1)
+        rows = [np.flatnonzero(np.abs(c[:, n]) > 1e-14) for n in range(2 * l + 1)]
+        width = max(len(r) for r in rows)
+        flat = [r.tolist() + [0] * (width - len(r)) for r in rows]
+        coef = [c[r, n].tolist() + [0.0] * (width - len(r)) for n, r in enumerate(rows)]
+        hit = ([[i // 3 for i in f] for f in flat], [[i % 3 for i in f] for f in flat], flat, coef)
+        _WIGNER_STEP_CACHE[l] = hit
+    return hit
+
+
+def _index(key: tuple[object, ...], values: list[list[int]], device: torch.device) -> torch.Tensor:
+    """A small flat int64 constant tensor, cached per (key, device) in eager mode and inlined when compiling."""
+    return _constant(key, [i for row in values for i in row], torch.int64, device)
+
+
 def _wigner_D_blocks(degrees: tuple[int, ...], R: torch.Tensor) -> list[torch.Tensor]:
-    """Wigner D blocks for several degrees from one evaluation of the harmonics (no input validation)."""
+    """Wigner D blocks for several degrees from one run of the coupling recursion (no input validation)."""
     lmax = max(degrees)
-    uniq = tuple(sorted(set(degrees)))
-    points, basis = _projection_basis(lmax, uniq, R.dtype, R.device)
-    rotated = points @ R.transpose(-1, -2)  # (..., N, 3): R v_k
-    values = _harmonics(lmax, rotated, "integral", uniq)  # (..., N, dim)
-    out: dict[int, torch.Tensor] = {}
-    start = 0
-    for l in uniq:
-        sl = slice(start, start + 2 * l + 1)
-        out[l] = values[..., sl].transpose(-1, -2) @ basis[:, sl]
-        start += 2 * l + 1
-    return [out[l] for l in degrees]
+    chain = [torch.ones_like(R[..., :1, :1])]
+    if lmax >= 1:
+        chain.append(R)
+    for l in range(2, lmax + 1):
+        rows_a, rows_b, rows_flat, coef = _wigner_step(l)
+        a = _index(("wd_a", l), rows_a, R.device)  # (q * K,), row-major over (n, k)
+        b = _index(("wd_b", l), rows_b, R.device)
+        flat = _index(("wd_flat", l), rows_flat, R.device)
+        c = _constant(("wd_c", l), coef, R.dtype, R.device)
+        previous = chain[-1]  # D^{l-1}, (..., p, p)
+        shape = (2 * l + 1, c.shape[1])  # (q, K)
+        # X[..., a', b', n] = sum_k c[n, k] D^{l-1}[a', a_nk] R[b', b_nk]: (P (x) R) C^, O(l^2) per rotation
+        gathered_p = previous.index_select(-1, a).unflatten(-1, shape)  # (..., p, q, K)
+        gathered_r = R.index_select(-1, b).unflatten(-1, shape)  # (..., 3, q, K)
+        x = (gathered_p.unsqueeze(-3) * (gathered_r * c).unsqueeze(-4)).sum(-1)  # (..., p, 3, q)
+        # D^l[..., m, n] = sum_k c[m, k] X[..., flat_mk, n]
+        rows = x.flatten(-3, -2).index_select(-2, flat).unflatten(-2, shape)  # (..., q, K, q)
+        chain.append((rows * c.unsqueeze(-1)).sum(-2))
+    return [R.clone() if l == 1 else chain[l] for l in degrees]
 
 
 def wigner_D(l: int, R: torch.Tensor, *, validate: bool = True) -> torch.Tensor:
     r"""Wigner D matrix of degree :math:`l` of a rotation matrix, in the basis of :func:`spherical_harmonics`.
 
-    :math:`D^l(R)` is the unique orthogonal matrix with :math:`Y^l(R v) = D^l(R)\,Y^l(v)` for all :math:`v`; it is
-    computed as the projection
+    :math:`D^l(R)` is the unique orthogonal matrix with :math:`Y^l(R v) = D^l(R)\,Y^l(v)` for all :math:`v`. With
+    :math:`D^0 = 1` and :math:`D^1(R) = R` (the degree-1 harmonics are proportional to :math:`(x, y, z)`), the
+    higher degrees follow from coupling :math:`l-1` with :math:`1`: the invariance of the real 3j tensor
+    :math:`C = C^{(l-1)\,1\,l}` of :func:`wigner_3j` (unit norm, so :math:`C^\top C = I/(2l+1)`) gives
 
-    .. math:: D^l_{mm'}(R) = \int_{S^2} Y_l^m(R\hat r)\,Y_l^{m'}(\hat r)\,d\hat r
-        = \sum_k w_k\,Y_l^m(R\hat r_k)\,Y_l^{m'}(\hat r_k)
+    .. math:: D^l(R) = (2l+1)\; C^\top \big(D^{l-1}(R) \otimes R\big)\, C,
 
-    with a Gauss-Legendre times uniform quadrature exact for degree :math:`2l`, which is exact (up to rounding),
-    stable at high degree (the orthonormal harmonics are well conditioned), differentiable in :math:`R` (twice) and
-    free of Euler-angle singularities. It equals e3nn's ``o3.Irrep(l, 1).D_from_matrix(R)`` (Geiger & Smidt,
+    evaluated with the sparsity of :math:`C` (at most five non-zero rows per column): :math:`O(l^2)` work per
+    degree and :math:`O(l^3)` in all per rotation, a polynomial of degree :math:`l` in the entries of :math:`R`, so
+    exact up to rounding (which grows about linearly in :math:`l`), differentiable in :math:`R` (twice, any order)
+    and free of Euler-angle singularities. It equals e3nn's ``o3.Irrep(l, 1).D_from_matrix(R)`` (Geiger & Smidt,
     arXiv:2207.09453), so :math:`D(R_1 R_2) = D(R_1) D(R_2)` and :math:`D(R^\top) = D(R)^\top`.
 
     Args:
