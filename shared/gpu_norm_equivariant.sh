@@ -39,12 +39,12 @@ step() {  # step NAME SECONDS COMMAND...
 cat "$WORK/machine.txt"
 
 PYTEST=("$PY" -m pytest -p no:cacheprovider -q -m gpu -o addopts="" --import-mode=importlib -W "ignore::DeprecationWarning")
-step pytest-norm-eq 150 "${PYTEST[@]}" packages/sciml-norm/tests packages/sciml-equivariant/tests \
+step pytest-norm-eq 120 "${PYTEST[@]}" packages/sciml-norm/tests packages/sciml-equivariant/tests \
     --junitxml="$WORK/pytest-norm-eq.xml"
-step evonorm-nchw 80 "$PY" packages/sciml-norm/benchmarks/bench_evonorm_gpu.py "$WORK/evonorm-nchw.json"
-step evonorm-cl 50 "$PY" packages/sciml-norm/benchmarks/bench_evonorm_gpu.py "$WORK/evonorm-cl.json" --channels-last
-step gaunt 140 "$PY" packages/sciml-equivariant/benchmarks/bench_gaunt_gpu.py "$WORK/gaunt-cuda.json"
-step sweep-gaunt 90 "$PY" packages/sciml-equivariant/benchmarks/sweep_gaunt_blocks.py "$WORK/sweep-gaunt.json"
+step evonorm-nchw 60 "$PY" packages/sciml-norm/benchmarks/bench_evonorm_gpu.py "$WORK/evonorm-nchw.json"
+step evonorm-cl 45 "$PY" packages/sciml-norm/benchmarks/bench_evonorm_gpu.py "$WORK/evonorm-cl.json" --channels-last
+step gaunt 90 "$PY" packages/sciml-equivariant/benchmarks/bench_gaunt_gpu.py "$WORK/gaunt-cuda.json"
+step sweep-gaunt 60 "$PY" packages/sciml-equivariant/benchmarks/sweep_gaunt_blocks.py "$WORK/sweep-gaunt.json"
 if [ "${SWEEP_EVONORM:-0}" = 1 ]; then
     step sweep-evonorm 70 "$PY" packages/sciml-norm/benchmarks/sweep_evonorm_tiles.py "$WORK/sweep-evonorm.json"
 fi
