@@ -182,14 +182,14 @@ def test_cuda_kernel(dtype):
     bx, by, w = (t.to(cuda) for t in e3nn_grid(6, 6, 6))
     x, y = (t.to(cuda) for t in random_rows(1000, 49, 49))
     expected = gaunt_grid_reference(x, y, bx, by, w)
-    got = gaunt_grid_product(x.to(dtype), y.to(dtype), bx, by, w)
+    got = gaunt_grid_product(x.to(dtype), y.to(dtype), bx, by, w, backend="triton")
     assert got.dtype == dtype
     tol = 1e-5 if dtype == torch.float32 else 3e-2
     scale = float(expected.abs().max())
     assert_close(got.double() / scale, expected / scale, rtol=tol, atol=tol)
     # backward through the op, double backward too
     xg = x.float().requires_grad_(True)
-    out = gaunt_grid_product(xg, y.float(), bx.float(), by.float(), w.float())
+    out = gaunt_grid_product(xg, y.float(), bx.float(), by.float(), w.float(), backend="triton")
     (grad,) = torch.autograd.grad(out.square().sum(), xg, create_graph=True)
     grad.sum().backward()
     assert xg.grad is not None
@@ -206,7 +206,7 @@ def test_cuda_compile():
     cuda = torch.device("cuda")
     bx, by, w = (t.to(cuda, torch.float32) for t in e3nn_grid(2, 2, 2))
     x, y = (t.to(cuda, torch.float32) for t in random_rows(64, 9, 9))
-    fn = torch.compile(lambda a, b: gaunt_grid_product(a, b, bx, by, w), fullgraph=True)
+    fn = torch.compile(lambda a, b: gaunt_grid_product(a, b, bx, by, w, backend="triton"), fullgraph=True)
     assert_close(fn(x, y), gaunt_grid_reference(x, y, bx, by, w), rtol=1e-5, atol=1e-5)
 
 

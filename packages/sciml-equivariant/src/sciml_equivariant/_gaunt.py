@@ -493,7 +493,7 @@ class GauntPlan:
 
     def _grid(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         y1t, y2t, yout = self._tensors
-        # three matmuls on the CPU, the fused Triton kernel for float32 CUDA tensors
+        # three matmuls (cuBLAS on CUDA; gaunt_grid_product("auto") does not take the slower fused kernel)
         return gaunt_grid_product(x, y, y1t.mT, y2t.mT, yout)
 
     def _fourier(self, x: torch.Tensor, index: torch.Tensor, basis: torch.Tensor, lmax: int) -> torch.Tensor:
