@@ -249,8 +249,41 @@ def test_lifting_equivariance_error_decreases_with_samples() -> None:
     assert errors[128] < 0.4 * errors[2]  # Monte Carlo: about 1/sqrt(N)
 
 
-def test_model_shapes_invariance_and_gradients() -> None:
-    model = AffineEquivariantCNN(SL(2), num_classes=4, width=4, num_samples=4, hidden_features=8, dtype=F64)
+def _rotation(angle: float) -> torch.Tensor:
+    return torch.tensor([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]], dtype=F64)
+
+
+def test_group_conv_kernel_is_continuous_across_half_turn() -> None:
+    # the relative rotation angle enters the kernel as (cos, sin): no jump where the angle wraps from pi to -pi
+    conv = GroupConv2d(2, 2, 3, group=SL(2), hidden_features=16, dtype=F64)
+    x = torch.randn(1, 2, 1, 7, 7, dtype=F64, generator=torch.Generator().manual_seed(5))
+    eye = torch.eye(2, dtype=F64)[None]
+    with torch.no_grad():
+        below, above, far = (conv(x, _rotation(a)[None], eye) for a in (math.pi - 1e-6, -math.pi + 1e-6, 0.0))
+    torch.testing.assert_close(below, above, atol=1e-4, rtol=0)
+    assert float((below - far).abs().max()) > 1e-3  # the kernel does depend on the angle
+
+
+def test_group_conv_replicate_padding_keeps_constant_maps_constant() -> None:
+    group = SL(2)
+    x = torch.randn(1, 2, 3, 1, 1, dtype=F64, generator=torch.Generator().manual_seed(6)).expand(1, 2, 3, 9, 9)
+    g, _ = group.sample(3, generator=torch.Generator().manual_seed(7), dtype=F64)
+    _, h_inv = group.sample(2, generator=torch.Generator().manual_seed(8), dtype=F64)
+    replicate = GroupConv2d(2, 2, 5, group=group, hidden_features=8, padding_mode="replicate", dtype=F64)
+    zeros = GroupConv2d(2, 2, 5, group=group, hidden_features=8, dtype=F64)
+    zeros.load_state_dict(replicate.state_dict())
+    with torch.no_grad():
+        out, reference = replicate(x, g, h_inv), zeros(x, g, h_inv)
+    centre = reference[..., 4:5, 4:5]  # the only pixel whose window lies inside the 9 x 9 frame
+    torch.testing.assert_close(out, centre.expand_as(out), atol=1e-12, rtol=0)
+    assert float((reference - centre).abs().max()) > 1e-6  # zero padding does change the border
+
+
+@pytest.mark.parametrize("norm", ["batch", "layer"])
+def test_model_shapes_invariance_and_gradients(norm: str) -> None:
+    model = AffineEquivariantCNN(
+        SL(2), num_classes=4, width=4, num_samples=4, hidden_features=8, norm=norm, num_draws=3, dtype=F64
+    )
     assert all(p.dtype == F64 for p in model.parameters())
     x = torch.randn(3, 1, 16, 16, dtype=F64, generator=torch.Generator().manual_seed(0))
     logits = model(x, generator=torch.Generator().manual_seed(1))
@@ -259,6 +292,15 @@ def test_model_shapes_invariance_and_gradients() -> None:
     logits.sum().backward()
     assert all(p.grad is not None and bool(torch.isfinite(p.grad).all()) for p in model.parameters())
     assert GroupPooling("mean")(torch.ones(1, 2, 3, 4, 4)).shape == (1, 2, 4, 4)
+    # evaluation averages the logits of num_draws sample sets drawn one after the other from the generator
+    model.eval()
+    with torch.no_grad():
+        averaged = model(x, generator=torch.Generator().manual_seed(2))
+        model.num_draws = 1
+        generator = torch.Generator().manual_seed(2)
+        singles = [model(x, generator=generator) for _ in range(3)]
+    torch.testing.assert_close(averaged, sum(singles) / 3)
+    assert float((singles[0] - singles[1]).abs().max()) > 1e-8  # the draws (and their rotation offsets) differ
 
 
 def test_lifting_gradcheck() -> None:
@@ -317,6 +359,14 @@ def test_bad_input() -> None:
         layer(torch.zeros(1, 2, 5, 5), g_inv[0])
     with pytest.raises(SciMLInputError, match="dtype"):
         layer(torch.zeros(1, 2, 5, 5), g_inv.double())
+    with pytest.raises(SciMLInputError, match="padding_mode"):
+        GroupConv2d(2, 2, 3, group=SL(2), padding_mode="reflect")
+    with pytest.raises(SciMLInputError, match="norm"):
+        AffineEquivariantCNN(SL(2), norm="group")
+    with pytest.raises(SciMLInputError, match="num_draws"):
+        AffineEquivariantCNN(SL(2), num_draws=0)
+    with pytest.raises(SciMLInputError, match="kernel_size"):
+        AffineEquivariantCNN(SL(2), group_kernel_size=4)
     conv = GroupConv2d(2, 2, 3, group=SL(2), hidden_features=4)
     with pytest.raises(SciMLInputError, match="g_in"):
         conv(torch.zeros(1, 2, 3, 5, 5), *SL(2).sample(2))

@@ -130,6 +130,28 @@ def _check_samples(name: str, samples: object, n: int, reference: torch.Tensor) 
     return samples
 
 
+def _padded_conv(x: torch.Tensor, weight: torch.Tensor, mode: str) -> torch.Tensor:
+    """``conv2d`` keeping the size, with zero or replicate padding."""
+    pad = weight.shape[-1] // 2
+    if mode == "zeros":
+        return F.conv2d(x, weight, padding=pad)
+    return F.conv2d(F.pad(x, (pad, pad, pad, pad), mode="replicate"), weight)
+
+
+def _periodic_coordinates(group: MatrixLieGroup, g: torch.Tensor) -> torch.Tensor:
+    r"""Kernel-network input: chart coordinates with the rotation angle as :math:`(\cos\theta, \sin\theta)`.
+
+    The output has shape ``(..., dim + 1)``.
+
+    For ``n = 2`` the last chart coordinate is :math:`\sqrt2\,\theta` with :math:`\theta \in (-\pi, \pi]`; a
+    kernel of :math:`\theta` itself jumps at :math:`\pm\pi`, one of :math:`(\cos\theta, \sin\theta)` is
+    continuous on :math:`SO(2)`.
+    """
+    coordinates = group.coordinates(g)
+    angle = coordinates[..., -1] / math.sqrt(2.0)
+    return torch.cat([coordinates[..., :-1], torch.cos(angle)[..., None], torch.sin(angle)[..., None]], dim=-1)
+
+
 class _KernelMask(nn.Module):
     """Soft (sigmoid) or hard circular window on the transformed kernel coordinates."""
 
@@ -171,6 +193,8 @@ class LiftingConv2d(nn.Module):
         mask: window on the transformed offsets, ``"smooth"`` (:math:`\sigma(2(1 - |u|))`), ``"hard"``
             (:math:`|u| \le 1`) or ``"none"``.
         bias: add a learnt per-channel bias.
+        padding_mode: ``"zeros"`` or ``"replicate"`` (a constant background stays constant up to the border, so
+            the border adds no features of its own).
         device: parameter device.
         dtype: parameter dtype.
 
@@ -198,10 +222,13 @@ class LiftingConv2d(nn.Module):
         omega0: float = 10.0,
         mask: str = "smooth",
         bias: bool = True,
+        padding_mode: str = "zeros",
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
+        check_in_choices("padding_mode", padding_mode, ("zeros", "replicate"))
+        self.padding_mode = padding_mode
         self.in_channels = _check_positive_int("in_channels", in_channels)
         self.out_channels = _check_positive_int("out_channels", out_channels)
         self.kernel_size = _check_kernel_size(kernel_size)
@@ -247,7 +274,7 @@ class LiftingConv2d(nn.Module):
             raise SciMLInputError("x", f"must be {reference.dtype} on {reference.device}, got {x.dtype} on {x.device}")
         g_inv = _check_samples("g_inv", g_inv, 2, reference)
         weight = self._weight(g_inv)
-        out = F.conv2d(x, weight, padding=self.kernel_size // 2)
+        out = _padded_conv(x, weight, self.padding_mode)
         out = out.reshape(x.shape[0], self.out_channels, g_inv.shape[0], *out.shape[-2:])
         if self.bias is not None:
             out = out + self.bias.view(1, -1, 1, 1, 1)
@@ -266,7 +293,9 @@ class GroupConv2d(nn.Module):
     samples :math:`\tilde g_i` at which the input is known
     (:func:`~sciml_equivariant.lie.invariant_integration_weights`).
     The kernel network sees the transformed offset (2 numbers) and the chart coordinates of
-    :math:`g_j^{-1}\tilde g_i` (``group.dim`` numbers); input channels are packed as ``C_in * N_in`` and a single
+    :math:`g_j^{-1}\tilde g_i` with the rotation angle :math:`\theta` of its polar factor entered as
+    :math:`(\cos\theta, \sin\theta)`, continuous on :math:`SO(2)` (``group.dim + 1`` numbers); input
+    channels are packed as ``C_in * N_in`` and a single
     ``conv2d`` evaluates the sum. Transforming all samples by :math:`A` (:math:`\tilde g_i \to A\tilde g_i`,
     :math:`g_j \to A g_j`) leaves the group arguments unchanged, so the layer is exactly equivariant on the pixel grid
     for window-preserving :math:`A` when the samples are transformed accordingly.
@@ -281,6 +310,8 @@ class GroupConv2d(nn.Module):
         omega0: SIREN frequency.
         mask: ``"smooth"``, ``"hard"`` or ``"none"`` (see :class:`LiftingConv2d`).
         bias: add a learnt per-channel bias.
+        padding_mode: ``"zeros"`` or ``"replicate"`` (a constant background stays constant up to the border, so
+            the border adds no features of its own).
         device: parameter device.
         dtype: parameter dtype.
 
@@ -310,10 +341,13 @@ class GroupConv2d(nn.Module):
         omega0: float = 10.0,
         mask: str = "smooth",
         bias: bool = True,
+        padding_mode: str = "zeros",
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
+        check_in_choices("padding_mode", padding_mode, ("zeros", "replicate"))
+        self.padding_mode = padding_mode
         self.in_channels = _check_positive_int("in_channels", in_channels)
         self.out_channels = _check_positive_int("out_channels", out_channels)
         self.kernel_size = _check_kernel_size(kernel_size)
@@ -321,7 +355,7 @@ class GroupConv2d(nn.Module):
             raise SciMLInputError("group", f"must be GLPlus(2) or SL(2), got {group!r}")
         self.group = group
         self.kernel = SirenKernel(
-            2 + group.dim,
+            3 + group.dim,
             out_channels * in_channels,
             hidden_features=hidden_features,
             num_hidden=num_hidden,
@@ -337,7 +371,7 @@ class GroupConv2d(nn.Module):
         k, n_in, n_out = self.kernel_size, g_in.shape[0], g_out_inv.shape[0]
         grid = _offset_grid(k, dtype=g_in.dtype, device=g_in.device)
         spatial = torch.einsum("nab,hwb->nhwa", g_out_inv, grid)  # (N_out, k, k, 2)
-        relative = self.group.coordinates(g_out_inv[:, None] @ g_in[None, :])  # (N_out, N_in, dim)
+        relative = _periodic_coordinates(self.group, g_out_inv[:, None] @ g_in[None, :])  # (N_out, N_in, dim + 1)
         inputs = torch.cat(
             [
                 spatial[:, None].expand(n_out, n_in, k, k, 2),
@@ -378,7 +412,7 @@ class GroupConv2d(nn.Module):
             raise SciMLInputError("g_in", f"has {g_in.shape[0]} samples but x has {x.shape[2]} on its group axis")
         weight = self._weight(g_in, g_out_inv)
         batch, height, width = x.shape[0], x.shape[-2], x.shape[-1]
-        out = F.conv2d(x.reshape(batch, -1, height, width), weight, padding=self.kernel_size // 2)
+        out = _padded_conv(x.reshape(batch, -1, height, width), weight, self.padding_mode)
         out = out.reshape(batch, self.out_channels, g_out_inv.shape[0], *out.shape[-2:])
         if self.bias is not None:
             out = out + self.bias.view(1, -1, 1, 1, 1)
@@ -410,51 +444,91 @@ class GroupPooling(nn.Module):
 
 
 class _ChannelNorm(nn.Module):
-    """Layer norm of each example over (channel, group sample, pixel), with a per-channel affine map.
+    """Normalisation of group feature maps ``(B, C, N, H, W)`` with a per-channel affine map.
 
-    The statistics are sums over the whole group/space grid, so they do not change when a transform permutes
-    samples or pixels: the layer stays equivariant. (A norm over channels alone at every pixel blows the empty
-    background up to unit scale and makes global max pooling uninformative.)
+    ``"layer"``: statistics of each example over (channel, group sample, pixel); ``"batch"``: batch norm of each
+    channel over (example, group sample, pixel), with running statistics for evaluation. Both are sums over the
+    whole group/space grid, so they do not change when a transform permutes samples or pixels: the layer stays
+    equivariant. (A norm over channels alone at every pixel blows the empty background up to unit scale and makes
+    global max pooling uninformative.)
     """
 
-    def __init__(self, channels: int, *, device: torch.device | str | None, dtype: torch.dtype | None) -> None:
+    def __init__(
+        self, channels: int, mode: str, *, device: torch.device | str | None, dtype: torch.dtype | None
+    ) -> None:
         super().__init__()
+        check_in_choices("norm", mode, ("layer", "batch"))
+        self.mode = mode
         self.weight = nn.Parameter(torch.ones(channels, device=device, dtype=dtype))
         self.bias = nn.Parameter(torch.zeros(channels, device=device, dtype=dtype))
+        self.batch = (
+            nn.BatchNorm3d(channels, affine=False, momentum=0.05, device=device, dtype=dtype)
+            if mode == "batch"
+            else None
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        dims = tuple(range(1, x.ndim))
-        centred = x - x.mean(dim=dims, keepdim=True)
-        var = (centred * centred).mean(dim=dims, keepdim=True)
         shape = (1, -1) + (1,) * (x.ndim - 2)
-        return centred * torch.rsqrt(var + 1e-5) * self.weight.view(shape) + self.bias.view(shape)
+        if self.batch is not None:
+            normalised = self.batch(x)
+        else:
+            dims = tuple(range(1, x.ndim))
+            centred = x - x.mean(dim=dims, keepdim=True)
+            var = (centred * centred).mean(dim=dims, keepdim=True)
+            normalised = centred * torch.rsqrt(var + 1e-5)
+        return normalised * self.weight.view(shape) + self.bias.view(shape)
+
+
+def _rotate_samples(
+    g: torch.Tensor, g_inv: torch.Tensor, generator: torch.Generator | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""Right-multiply all samples by one random rotation :math:`R_0`: :math:`(g R_0, R_0^\top g^{-1})`.
+
+    The Haar measure is right-invariant, so the law of i.i.d. Haar samples is unchanged, and an equidistant grid
+    of rotation angles becomes a randomly offset (stratified) grid: every angle is visited over many passes.
+    """
+    angle = 2.0 * math.pi * torch.rand((), generator=generator, dtype=g.dtype, device=g.device)
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    rotation = torch.stack([torch.stack([cos, -sin]), torch.stack([sin, cos])])
+    return g @ rotation, rotation.T @ g_inv
 
 
 class AffineEquivariantCNN(nn.Module):
     r"""A small :math:`\mathbb{R}^2 \rtimes G` classifier: lifting block, group-conv block, projection, pooling.
 
-    ``lift -> norm -> GELU -> [2x2 average pool] -> group conv -> norm -> GELU -> group pooling (projection to the
-    plane) -> global max pool over pixels -> layer norm -> linear``; the norms after the convolutions normalise each
-    example over (channel, sample, pixel), which commutes with permutations of samples and pixels. Each forward pass
-    draws fresh group samples for both blocks (from ``generator`` when given, so two passes with equally seeded
-    generators use the same samples). Group
-    pooling over the samples and global spatial pooling make the output approximately invariant to affine maps in
-    :math:`\mathbb{R}^2 \rtimes G`; the Monte Carlo error falls as ``num_samples`` grows.
+    ``lift -> [2x2 average pool] -> norm -> GELU -> group conv -> norm -> GELU -> group pooling (projection to the
+    plane) -> global max pool over pixels -> layer norm -> linear``; the norms normalise over (sample, pixel) and
+    commute with permutations of samples and pixels. Each forward pass draws fresh group samples for both blocks
+    (from ``generator`` when given, so two passes with equally seeded generators use the same samples), and with
+    ``rotation_offset`` turns each sample set by one random rotation, so an equidistant rotation grid sweeps all
+    angles during training. In evaluation mode the logits are averaged over ``num_draws`` independent sample
+    sets, a Monte Carlo average that lowers the sampling noise. Group pooling over the samples and global spatial
+    pooling make the output approximately invariant to affine maps in :math:`\mathbb{R}^2 \rtimes G`; the Monte
+    Carlo error falls as ``num_samples`` (and ``num_draws``) grows.
 
     Args:
         group: :class:`~sciml_equivariant.lie.GLPlus` or :class:`~sciml_equivariant.lie.SL` with ``n = 2``.
         in_channels: image channels.
         num_classes: classifier outputs.
         width: channels of both blocks.
-        kernel_size: odd window size.
+        kernel_size: odd window size of the lifting convolution (and of the group convolution by default).
+        group_kernel_size: odd window size of the group convolution (after the optional downsampling); defaults to
+            ``kernel_size``.
         num_samples: group samples per layer (settable attribute).
         hidden_features: width of the kernel networks.
         omega0: SIREN frequency.
-        downsample: 2x2 average pooling after the lifting block.
+        downsample: 2x2 average pooling after the lifting convolution.
         group_pooling: projection to the plane, ``"mean"`` (averages the Monte Carlo noise of the samples) or
             ``"max"``.
+        norm: ``"batch"`` (per channel over batch, samples and pixels) or ``"layer"`` (per example).
+        rotation_offset: turn every sample set by a random rotation.
+        num_draws: sample sets averaged in evaluation mode (settable attribute).
         device: parameter device.
         dtype: parameter dtype.
+
+    Raises:
+        SciMLInputError: non-positive ``num_samples``, ``num_classes``, ``width`` or ``num_draws``; unknown
+            ``norm`` or ``group_pooling``.
 
     Example:
         >>> from sciml_equivariant.lie import SL
@@ -475,11 +549,15 @@ class AffineEquivariantCNN(nn.Module):
         *,
         width: int = 16,
         kernel_size: int = 5,
+        group_kernel_size: int | None = None,
         num_samples: int = 8,
         hidden_features: int = 32,
         omega0: float = 10.0,
         downsample: bool = True,
         group_pooling: str = "mean",
+        norm: str = "batch",
+        rotation_offset: bool = True,
+        num_draws: int = 1,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
@@ -487,31 +565,59 @@ class AffineEquivariantCNN(nn.Module):
         factory = {"device": device, "dtype": dtype}
         self.group = group
         self.num_samples = _check_positive_int("num_samples", num_samples)
+        self.num_draws = _check_positive_int("num_draws", num_draws)
         _check_positive_int("num_classes", num_classes)
         _check_positive_int("width", width)
         self.lift = LiftingConv2d(
             in_channels, width, kernel_size, group=group, hidden_features=hidden_features, omega0=omega0, **factory
         )
-        self.norm1 = _ChannelNorm(width, **factory)
+        self.norm1 = _ChannelNorm(width, norm, **factory)
         self.conv = GroupConv2d(
-            width, width, kernel_size, group=group, hidden_features=hidden_features, omega0=omega0, **factory
+            width,
+            width,
+            kernel_size if group_kernel_size is None else _check_kernel_size(group_kernel_size),
+            group=group,
+            hidden_features=hidden_features,
+            omega0=omega0,
+            padding_mode="replicate",
+            **factory,
         )
-        self.norm2 = _ChannelNorm(width, **factory)
+        self.norm2 = _ChannelNorm(width, norm, **factory)
         self.project = GroupPooling(group_pooling)
         self.downsample = downsample
+        self.rotation_offset = bool(rotation_offset)
         self.head_norm = nn.LayerNorm(width, **factory)
         self.classifier = nn.Linear(width, num_classes, **factory)
 
-    def forward(self, x: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Class logits ``(B, num_classes)`` of images ``(B, C, H, W)``."""
+    def _logits(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         reference = self.classifier.weight
         factory = {"dtype": reference.dtype, "device": reference.device, "generator": generator}
         g1, g1_inv = self.group.sample(self.num_samples, **factory)
-        _, g2_inv = self.group.sample(self.num_samples, **factory)
-        h = F.gelu(self.norm1(self.lift(x, g1_inv)))
+        g2, g2_inv = self.group.sample(self.num_samples, **factory)
+        if self.rotation_offset:
+            g1, g1_inv = _rotate_samples(g1, g1_inv, generator)
+            g2, g2_inv = _rotate_samples(g2, g2_inv, generator)
+        h = self.lift(x, g1_inv)
         if self.downsample:
             b, c, n, height, width = h.shape
             h = F.avg_pool2d(h.reshape(b, c * n, height, width), 2).reshape(b, c, n, height // 2, width // 2)
+        h = F.gelu(self.norm1(h))
         h = F.gelu(self.norm2(self.conv(h, g1, g2_inv)))
         h = self.project(h)
         return self.classifier(self.head_norm(h.amax(dim=(-2, -1))))
+
+    def forward(self, x: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Class logits ``(B, num_classes)`` of images ``(B, C, H, W)``.
+
+        Args:
+            x: images.
+            generator: source of the group samples (global RNG when ``None``).
+
+        Returns:
+            The logits; in evaluation mode, their mean over ``num_draws`` sample sets.
+        """
+        draws = 1 if self.training else self.num_draws
+        logits = self._logits(x, generator)
+        for _ in range(draws - 1):
+            logits = logits + self._logits(x, generator)
+        return logits / draws
