@@ -6,6 +6,7 @@ import json
 import math
 import multiprocessing
 import random
+import statistics
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
@@ -366,6 +367,10 @@ def test_search_draws_its_random_graphs_with_the_prior() -> None:
     assert SearchConfig.from_dict(TINY_CONFIG.to_dict()) == TINY_CONFIG
     loose = SearchConfig(task=TINY_TASK, rejection=TINY_RULES, num_nodes=(2, 5), require_normalizer=False)
     assert SearchConfig.from_dict(loose.to_dict()) == loose
+    centering = SearchConfig(task=TINY_TASK, rejection=TINY_RULES, center_probability=0.3)
+    assert SearchConfig.from_dict(centering.to_dict()).center_probability == 0.3
+    with pytest.raises(SciMLInputError, match="center_probability"):
+        SearchConfig(task=TINY_TASK, rejection=TINY_RULES, center_probability=1.5)
 
 
 def test_known_layers_are_in_the_search_space() -> None:
@@ -542,7 +547,16 @@ def _assert_rescoring_consistent(result: search_api.SearchResult, *, top: int, s
         assert result.score(result.history[index]) == pytest.approx(sum(values) / len(values))
     assert result.best is not None
     assert result.best.index in rescored
-    assert result.score(result.best) == max(result.score(result.history[i]) for i in rescored)
+
+    # the best is the re-scored layer with the highest mean minus the spread over its re-scoring seeds
+    def lower_bound(index: int) -> float:
+        means = [sum(run) / len(run) for run in rescored[index]]
+        spread = statistics.stdev(means) if len(means) >= 2 else 0.0
+        return result.score(result.history[index]) - spread
+
+    for index in rescored:
+        assert result.lower_bound(result.history[index]) == pytest.approx(lower_bound(index))
+    assert lower_bound(result.best.index) == pytest.approx(max(lower_bound(i) for i in rescored))
 
 
 def test_search_deduplicates_keeps_elite_and_rescores() -> None:
@@ -637,6 +651,71 @@ def test_grow_mutation_appends_on_the_output() -> None:
     assert all(len(mutate(big, rng, grow=1.0, max_nodes=8).nodes) == 8 for _ in range(20))
     with pytest.raises(SciMLInputError, match="grow"):
         mutate(parent, rng, grow=1.5)
+
+
+def _batch_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    mean = x.mean(dim=(0, 2, 3), keepdim=True)
+    std = ((x - mean).square().mean(dim=(0, 2, 3), keepdim=True) + 1e-5).sqrt()
+    return mean, std
+
+
+def test_center_input_closed_form() -> None:
+    """``center_input`` computes f(x - mean_A(x)) for every axis family, checked against direct formulas."""
+    generator = torch.Generator().manual_seed(3)
+    x = torch.randn(5, 4, 3, 3, generator=generator, dtype=torch.float64) * 2 + 1.5
+    scaled_relu = LayerGraph((Node("std_batch", (0,)), Node("div", (0, 4)), Node("max", (5, 1))), groups=2)
+    centered = search_api.center_input(scaled_relu, "batch")
+    mean, std = _batch_stats(x)
+    layer = centered.to_module(4, dtype=torch.float64)
+    # max((x - mean_bhw x) / std_bhw(x - mean_bhw x), 0): BN-ReLU without its affine maps
+    torch.testing.assert_close(layer(x), torch.relu((x - mean) / std), rtol=1e-12, atol=1e-12)
+    # one occurrence only (counted over nodes, then operands: std's x, max's x, div's x): x / max(x - m, s)
+    b0_like = LayerGraph((Node("std_batch", (0,)), Node("max", (0, 4)), Node("div", (0, 5))), groups=2)
+    one = search_api.center_input(b0_like, "instance", occurrence=1).to_module(4, dtype=torch.float64)
+    m_hw = x.mean(dim=(2, 3), keepdim=True)
+    torch.testing.assert_close(one(x), x / torch.maximum(x - m_hw, std), rtol=1e-12, atol=1e-12)
+    # group and layer means
+    grouped = x.view(5, 2, 2, 3, 3).mean(dim=(2, 3, 4), keepdim=True).expand(5, 2, 2, 3, 3).reshape(x.shape)
+    out = search_api.center_input(b0_like, "group", occurrence=2).to_module(4, dtype=torch.float64)(x)
+    torch.testing.assert_close(out, (x - grouped) / torch.maximum(x, std), rtol=1e-12, atol=1e-12)
+    m_chw = x.mean(dim=(1, 2, 3), keepdim=True)
+    out = search_api.center_input(b0_like, "layer").to_module(4, dtype=torch.float64)(x)
+    c = x - m_chw
+    _, std_c = _batch_stats(c)
+    torch.testing.assert_close(out, c / torch.maximum(c, std_c), rtol=1e-12, atol=1e-12)
+    with pytest.raises(SciMLInputError, match="axes"):
+        search_api.center_input(b0_like, "channel")
+    with pytest.raises(SciMLInputError, match="occurrence"):
+        search_api.center_input(b0_like, "batch", occurrence=3)
+
+
+def test_center_mutation_reaches_centered_normalizers() -> None:
+    """From relu(x / std_bhw(x)) one ``center`` mutation often gives BN-ReLU's function (no affine maps)."""
+    parent = LayerGraph((Node("std_batch", (0,)), Node("div", (0, 4)), Node("max", (5, 1))), groups=2)
+    generator = torch.Generator().manual_seed(5)
+    x = torch.randn(6, 4, 3, 3, generator=generator, dtype=torch.float64) + 0.7
+    mean, std = _batch_stats(x)
+    target = torch.relu((x - mean) / std)
+    rng = random.Random(0)
+    hits, axes = 0, set()
+    for _ in range(200):
+        child = mutate(parent, rng, center=1.0)
+        assert len(child.nodes) == len(parent.nodes) + 3
+        assert child.nodes[1] == Node("neg", (4,))
+        assert child.nodes[2] == Node("add", (0, 5))
+        axes.add(OPS[child.nodes[0].op].axes)
+        with torch.no_grad():
+            out = child.to_module(4, dtype=torch.float64)(x)
+        hits += bool(torch.allclose(out, target, rtol=1e-10, atol=1e-12))
+    # batch means weigh 2 of the 5 units of mean weight; centering the numerator alone or every x both give it
+    assert 0.2 * 200 < hits < 0.6 * 200
+    assert axes == {"batch", "layer", "instance", "group"}
+    # without ``center`` the edit never happens in a single mutation; too large a parent cannot be centered
+    assert all(len(mutate(parent, rng).nodes) == len(parent.nodes) for _ in range(50))
+    big = LayerGraph.bn_relu()
+    assert all(len(mutate(big, rng, center=1.0, max_nodes=10).nodes) == 8 for _ in range(20))
+    with pytest.raises(SciMLInputError, match="center"):
+        mutate(parent, rng, center=-0.1)
 
 
 @pytest.mark.slow

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from ._graph import GraphLayer as GraphLayer
     from ._graph import LayerGraph as LayerGraph
     from ._graph import Node as Node
+    from ._graph import center_input as center_input
     from ._graph import known_layers as known_layers
     from ._graph import mutate as mutate
     from ._graph import random_graph as random_graph
@@ -75,6 +76,7 @@ _EXPORTS: dict[str, str] = {
     "GraphLayer": "._graph",
     "LayerGraph": "._graph",
     "Node": "._graph",
+    "center_input": "._graph",
     "known_layers": "._graph",
     "mutate": "._graph",
     "random_graph": "._graph",
@@ -118,6 +120,7 @@ __all__ = [
     "StabilityReport",
     "TrainOutcome",
     "build_model",
+    "center_input",
     "dominates",
     "evaluate_candidate",
     "evaluate_layers",

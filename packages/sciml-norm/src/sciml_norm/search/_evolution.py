@@ -15,6 +15,7 @@ import json
 import math
 import os
 import random
+import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor
@@ -117,6 +118,8 @@ class SearchConfig:
             :data:`sciml_norm.search.OP_WEIGHTS`).
         grow_probability: probability that a mutation appends a node on top of the parent's output (see
             :func:`sciml_norm.search.mutate`'s ``grow``).
+        center_probability: probability that a mutation centers the parent's input, ``f(x) -> f(x - mean_A(x))``
+            with a random axis family ``A`` (see :func:`sciml_norm.search.center_input`).
         max_nodes: mutations append no node to parents with this many (live) nodes.
         require_normalizer: the random graphs (not the mutations) must be scale-invariant normalization-activation
             layers (:meth:`~sciml_norm.search.LayerGraph.is_normalizer`; a check on a probe input, no training).
@@ -133,6 +136,7 @@ class SearchConfig:
     ops: tuple[str, ...] | None = None
     op_weights: dict[str, float] | None = None
     grow_probability: float = 0.25
+    center_probability: float = 0.1
     max_nodes: int = 12
     require_normalizer: bool = True
 
@@ -153,6 +157,8 @@ class SearchConfig:
             raise SciMLInputError("tournament_fraction", f"must be in (0, 1], got {self.tournament_fraction!r}")
         if not (isinstance(self.grow_probability, int | float) and 0.0 <= self.grow_probability <= 1.0):
             raise SciMLInputError("grow_probability", f"must be in [0, 1], got {self.grow_probability!r}")
+        if not (isinstance(self.center_probability, int | float) and 0.0 <= self.center_probability <= 1.0):
+            raise SciMLInputError("center_probability", f"must be in [0, 1], got {self.center_probability!r}")
         if isinstance(self.max_nodes, bool) or not isinstance(self.max_nodes, int) or self.max_nodes < 1:
             raise SciMLInputError("max_nodes", f"must be a positive integer, got {self.max_nodes!r}")
         if self.ops is not None:
@@ -183,6 +189,7 @@ class SearchConfig:
             ops=None if ops is None else tuple(ops),
             op_weights=data.get("op_weights"),
             grow_probability=float(data.get("grow_probability", 0.25)),
+            center_probability=float(data.get("center_probability", 0.0)),
             max_nodes=int(data.get("max_nodes", 12)),
             require_normalizer=bool(data.get("require_normalizer", False)),
         )
@@ -307,15 +314,29 @@ class SearchResult:
         values = [a for run in runs for a in run]
         return sum(values) / len(values) if values else 0.0
 
+    def lower_bound(self, candidate: Candidate) -> float:
+        r"""A pessimistic score: :meth:`score` minus the spread of the candidate's single-seed accuracies.
+
+        .. math:: \mathrm{LCB} = \bar a - s, \qquad s = \operatorname{stdev}(a_1, \dots, a_R),
+
+        where :math:`a_r` is the mean accuracy over architectures with the :math:`r`-th re-scoring seed (single
+        seeds, so :math:`s` estimates the seed-to-seed spread; 0 with fewer than two re-scoring seeds). Ranking
+        re-scored layers by it prefers a layer that trains well on every seed to one that had a lucky seed.
+        """
+        runs = dict(self.rescores).get(candidate.index, ())
+        means = [sum(run) / len(run) for run in runs if run]
+        spread = statistics.stdev(means) if len(means) >= 2 else 0.0
+        return self.score(candidate) - spread
+
     def ranked(self) -> list[Candidate]:
         """Accepted candidates with distinct functions, best first.
 
-        The re-scored candidates come first, by :meth:`score` (the mean over all their seeds); the others follow by
-        their single-seed mean accuracy. Two candidates compute the same function when their
-        :meth:`LayerGraph.fingerprint` agree; the best-scoring one is kept.
+        The re-scored candidates come first, by :meth:`lower_bound` (the mean over all their seeds minus the spread
+        over the re-scoring seeds); the others follow by their search accuracy. Two candidates compute the same
+        function when their :meth:`LayerGraph.fingerprint` agree; the best-scoring one is kept.
         """
         rescored = dict(self.rescores)
-        first = _distinct_by_score([self.history[i] for i in rescored], self.score)
+        first = _distinct_by_score([self.history[i] for i in rescored], self.lower_bound)
         keys = {_function_key(c.graph) for c in first}
         rest = [c for c in _distinct_by_score(self.accepted, lambda c: c.mean_accuracy) if c.index not in rescored]
         return first + [c for c in rest if _function_key(c.graph) not in keys]
@@ -432,9 +453,10 @@ def search(
     training seeds so that candidates are compared on equal terms; with ``eval_seeds > 1`` an accepted candidate is
     trained with that many seeds and scored by the mean (rejected ones cost no more). When the budget is spent,
     the ``rescore_top`` best distinct layers are re-trained with ``rescore_seeds`` further seeds and
-    :attr:`SearchResult.best` is chosen on the mean over all seeds (one seed's accuracy is noisy, so the single-seed
-    winner is often lucky). Every random draw comes from one ``random.Random(seed)`` in the driver, so the result
-    does not depend on the executor.
+    :attr:`SearchResult.best` is chosen on :meth:`SearchResult.lower_bound`, the mean over all seeds minus the
+    spread over the re-scoring seeds (one seed's accuracy is noisy, so the single-seed winner is often lucky).
+    Every random draw comes from one ``random.Random(seed)`` in the driver, so the result does not depend on the
+    executor.
 
     Args:
         population: population size :math:`P` (the aging part).
@@ -561,6 +583,7 @@ def search(
             ops=config.ops,
             op_weights=config.op_weights,
             grow=config.grow_probability,
+            center=config.center_probability,
             max_nodes=config.max_nodes,
         )
 

@@ -28,6 +28,7 @@ __all__ = [
     "LayerGraph",
     "Node",
     "known_layers",
+    "center_input",
     "mutate",
     "random_graph",
 ]
@@ -763,6 +764,53 @@ def _draw_appended_operand(rng: random.Random, index: int) -> int:
     return rng.randrange(index)
 
 
+def center_input(graph: LayerGraph, axes: str, *, occurrence: int | None = None) -> LayerGraph:
+    r"""The graph with its input ``x`` replaced by ``x - mean_A(x)``: :math:`f(x) \mapsto f(x - \mu_A(x))`.
+
+    Three nodes are put in front of the pruned graph, ``m = mean_A(x)``, ``-m`` and ``x + (-m)``, and the live
+    nodes' operands that are ``x`` are pointed at the last of them: every such operand, or only the
+    ``occurrence``-th one (counted over the nodes in order, then over each node's operands). This is the compound
+    edit :func:`mutate` makes with its ``center`` probability; it is built from the search-space primitives
+    ``mean_*``, ``neg`` and ``add`` and works on any graph.
+
+    Args:
+        graph: the graph to edit.
+        axes: the mean's axis family: ``"batch"``, ``"layer"``, ``"instance"`` or ``"group"``.
+        occurrence: which ``x`` operand to replace (None: all of them).
+
+    Returns:
+        The edited graph (pruned, three nodes longer than the pruned ``graph``).
+
+    Raises:
+        SciMLInputError: ``graph`` not a LayerGraph, an unknown ``axes``, or ``occurrence`` out of range.
+
+    Example:
+        >>> relu_scaled = LayerGraph((Node("std_batch", (0,)), Node("div", (0, 4)), Node("max", (5, 1))))
+        >>> print(center_input(relu_scaled, "batch"))
+        max((x + (-mean_bhw(x))) / std_bhw(x + (-mean_bhw(x))), 0)
+    """
+    if not isinstance(graph, LayerGraph):
+        raise SciMLInputError("graph", f"must be a LayerGraph, got {type(graph).__name__}")
+    if f"mean_{axes}" not in OPS:
+        raise SciMLInputError("axes", f"must be 'batch', 'layer', 'instance' or 'group', got {axes!r}")
+    base = graph.pruned()
+    first = len(INITIAL_NODES)
+    slots = [(k, j) for k, node in enumerate(base.nodes) for j, i in enumerate(node.inputs) if i == 0]
+    if occurrence is not None and not (
+        isinstance(occurrence, int) and not isinstance(occurrence, bool) and 0 <= occurrence < len(slots)
+    ):
+        raise SciMLInputError("occurrence", f"must be in [0, {len(slots)}), got {occurrence!r}")
+    chosen = set(slots) if occurrence is None else {slots[occurrence]}
+    centered = first + 2
+    nodes = [Node(f"mean_{axes}", (0,)), Node("neg", (first,)), Node("add", (0, first + 1))]
+    for k, node in enumerate(base.nodes):
+        inputs = tuple(
+            centered if (k, j) in chosen else (i + 3 if i >= first else i) for j, i in enumerate(node.inputs)
+        )
+        nodes.append(Node(node.op, inputs))
+    return dataclasses.replace(base, nodes=tuple(nodes))
+
+
 def mutate(
     graph: LayerGraph,
     rng: random.Random | int,
@@ -770,6 +818,7 @@ def mutate(
     ops: Sequence[str] | None = None,
     op_weights: Mapping[str, float] | None = None,
     grow: float = 0.0,
+    center: float = 0.0,
     max_nodes: int = 12,
     max_tries: int = 1000,
 ) -> LayerGraph:
@@ -779,6 +828,11 @@ def mutate(
     parent with one element-wise node appended on top of its output ``z``: ``op(z)`` or ``op(z, u)``, the op drawn
     with ``op_weights`` among the element-wise primitives and ``u`` with :data:`APPEND_PROBABILITIES` (so the
     normalize-then-activate shape ``max(z, 0)`` of BN-ReLU is one step away from any normalizer ``z``).
+    With probability ``center`` (when the pruned parent has at most ``max_nodes - 3`` nodes) the child is the
+    parent applied to a centered input, :func:`center_input`: every ``x`` operand (half of the time) or one drawn
+    uniformly becomes ``x - mean_A(x)``, the axis family ``A`` drawn with the ``op_weights`` of the ``mean_*``
+    primitives (so a normalizer that only rescales, such as ``max(x / std_bhw(x), 0)``, is one edit away from its
+    centered form).
     Otherwise (Liu et al., Sec. 3.2) a node is drawn uniformly among those the output depends on; with
     probability 1/2 its op is replaced by a different one drawn with ``op_weights`` (half of the time among the
     primitives of the same kind, element-wise or aggregation, so that ``std_hw`` can become ``std_bhw``; an added
@@ -794,6 +848,7 @@ def mutate(
         ops: the primitives to draw from (default: all).
         op_weights: relative sampling weight of each op (default :data:`OP_WEIGHTS`).
         grow: probability of appending a node instead of editing one.
+        center: probability of centering the input (:func:`center_input`) instead of editing a node.
         max_nodes: no node is appended to a pruned parent of this many nodes.
         max_tries: redraws allowed before giving up.
 
@@ -816,12 +871,23 @@ def mutate(
         raise SciMLInputError("graph", f"must be a LayerGraph, got {type(graph).__name__}")
     if not (isinstance(grow, int | float) and 0.0 <= grow <= 1.0):
         raise SciMLInputError("grow", f"must be in [0, 1], got {grow!r}")
+    if not (isinstance(center, int | float) and 0.0 <= center <= 1.0):
+        raise SciMLInputError("center", f"must be in [0, 1], got {center!r}")
     rng = _as_rng(rng)
     choices, weights = _weights(ops, op_weights)
     parent_key = graph.pruned()
     candidates = sorted(i for i in graph.live() if i >= len(INITIAL_NODES))
     elementwise = [(op, w) for op, w in zip(choices, weights, strict=True) if OPS[op].kind == "elementwise" and w > 0]
+    means = [(op, w) for op, w in zip(choices, weights, strict=True) if OPS[op].statistic == "mean" and w > 0]
+    occurrences = sum(i == 0 for node in parent_key.nodes for i in node.inputs)
     for _ in range(max_tries):
+        if center and means and occurrences and len(parent_key.nodes) + 3 <= max_nodes and rng.random() < center:
+            op = rng.choices([o for o, _ in means], [w for _, w in means])[0]
+            which = None if rng.random() < 0.5 else rng.randrange(occurrences)
+            child = center_input(parent_key, str(OPS[op].axes), occurrence=which)
+            if child.is_pointwise_in_input() and child.pruned() != parent_key:
+                return child
+            continue
         if grow and elementwise and len(parent_key.nodes) < max_nodes and rng.random() < grow:
             op = rng.choices([o for o, _ in elementwise], [w for _, w in elementwise])[0]
             top = parent_key.output
