@@ -4,7 +4,8 @@
 #     OUT=/some/dir bash shared/gpu_norm_equivariant.sh
 # Steps, in order of priority, each under its own time limit so that one slow step cannot starve the rest:
 # the gpu-marked tests of both packages, the fused EvoNorm benchmark (NCHW, then channels-last), the Gaunt benchmark
-# against e3nn, the Gaunt kernel's block sweep; with SWEEP_EVONORM=1 the EvoNorm tile sweep, with OTHERS=1 the
+# against e3nn, the Gaunt kernel's block sweep; with COMPILED=1 the EvoNorm benchmark under
+# torch.compile(mode="reduce-overhead"), with SWEEP_EVONORM=1 the EvoNorm tile sweep, with OTHERS=1 the
 # gpu-marked tests of the other packages. Logs and JSON go to
 # $OUT/work, which is packed into $OUT/results.tar.gz at the end (the machine returns at most 8 files).
 set -uo pipefail
@@ -45,6 +46,10 @@ step evonorm-nchw 60 "$PY" packages/sciml-norm/benchmarks/bench_evonorm_gpu.py "
 step evonorm-cl 45 "$PY" packages/sciml-norm/benchmarks/bench_evonorm_gpu.py "$WORK/evonorm-cl.json" --channels-last
 step gaunt 90 "$PY" packages/sciml-equivariant/benchmarks/bench_gaunt_gpu.py "$WORK/gaunt-cuda.json"
 step sweep-gaunt 60 "$PY" packages/sciml-equivariant/benchmarks/sweep_gaunt_blocks.py "$WORK/sweep-gaunt.json"
+if [ "${COMPILED:-0}" = 1 ]; then
+    step evonorm-compiled 240 "$PY" packages/sciml-norm/benchmarks/bench_evonorm_gpu.py "$WORK/evonorm-compiled.json" \
+        --compile reduce-overhead --dtypes float32
+fi
 if [ "${SWEEP_EVONORM:-0}" = 1 ]; then
     step sweep-evonorm 70 "$PY" packages/sciml-norm/benchmarks/sweep_evonorm_tiles.py "$WORK/sweep-evonorm.json"
 fi
@@ -54,7 +59,7 @@ if [ "${OTHERS:-0}" = 1 ]; then
 fi
 
 rm -rf "$SITE"
-for f in pytest-norm-eq evonorm-nchw evonorm-cl gaunt sweep-gaunt sweep-evonorm pytest-others; do
+for f in pytest-norm-eq evonorm-nchw evonorm-cl gaunt sweep-gaunt evonorm-compiled sweep-evonorm pytest-others; do
     echo "---------------- $f (tail)"
     tail -n 40 "$WORK/$f.log" 2>/dev/null
 done

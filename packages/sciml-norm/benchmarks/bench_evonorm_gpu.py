@@ -3,7 +3,7 @@
 Run on a CUDA machine from the repository root (sources on ``PYTHONPATH`` or the packages installed)::
 
     python packages/sciml-norm/benchmarks/bench_evonorm_gpu.py results.json [--dtypes float32 bfloat16]
-        [--shapes 64x256x56x56 ...] [--iters 20] [--warmup 5] [--channels-last]
+        [--shapes 64x256x56x56 ...] [--iters 20] [--warmup 5] [--channels-last] [--compile MODE]
 
 For every shape and dtype it times one training step of the layer alone, ``y = layer(x)`` then the gradients of
 ``<y, g>`` for the input and the parameters, with CUDA events (mean over ``--iters`` steps after ``--warmup``), and
@@ -15,6 +15,10 @@ activations, float32 weights), which every contender accepts. Contenders:
   (B0 in training mode, updating its running variance);
 * ``timm-S0`` / ``timm-B0``: ``timm.layers.EvoNorm2dS0`` / ``EvoNorm2dB0`` (groups 32, training mode);
 * ``bn-relu``: ``torch.nn.BatchNorm2d`` followed by an in-place ``ReLU`` (cuDNN), training mode.
+
+With ``--compile MODE`` every contender is wrapped in ``torch.compile(mode=MODE)`` (e.g. ``reduce-overhead``, which
+replays CUDA graphs and so removes the host-side launch cost that dominates small shapes); the warm-up then also
+covers compilation.
 
 It prints a table (milliseconds, MiB, and the ratios of ours to timm and to BatchNorm+ReLU) and writes the records as
 JSON to the path given first on the command line.
@@ -126,7 +130,12 @@ def measure(
 
 
 def run(
-    shapes: Sequence[tuple[int, int, int, int]], dtypes: Sequence[str], iters: int, warmup: int, channels_last: bool
+    shapes: Sequence[tuple[int, int, int, int]],
+    dtypes: Sequence[str],
+    iters: int,
+    warmup: int,
+    channels_last: bool,
+    compile_mode: str | None = None,
 ) -> list[dict[str, Any]]:
     """Measure every contender at every shape and dtype; returns one record per measurement.
 
@@ -136,9 +145,10 @@ def run(
         iters: timed steps per measurement.
         warmup: untimed steps first.
         channels_last: feed channels-last input instead of NCHW.
+        compile_mode: wrap every contender in ``torch.compile(mode=compile_mode)`` (None: eager).
 
     Returns:
-        Records with the keys shape, dtype, layout, layer, ms, peak_mib.
+        Records with the keys shape, dtype, layout, compile, layer, ms, peak_mib.
     """
     device = torch.device("cuda")
     records: list[dict[str, Any]] = []
@@ -146,6 +156,9 @@ def run(
         for dtype_name in dtypes:
             layers = contenders(shape[1], device)
             for name, (layer, params) in layers.items():
+                if compile_mode is not None:
+                    torch.compiler.reset()
+                    layer = torch.compile(layer, mode=compile_mode)
                 x = torch.randn(shape, device=device, dtype=DTYPES[dtype_name])
                 if channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
@@ -160,6 +173,7 @@ def run(
                         "shape": list(shape),
                         "dtype": dtype_name,
                         "layout": "channels_last" if channels_last else "nchw",
+                        "compile": compile_mode,
                         "layer": name,
                         **result,
                     }
@@ -211,11 +225,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--iters", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument("--compile", default=None, metavar="MODE", help="torch.compile mode, e.g. reduce-overhead")
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
         raise SystemExit("bench_evonorm_gpu.py needs a CUDA device")
     torch.backends.cudnn.benchmark = True
-    records = run(args.shapes, args.dtypes, args.iters, args.warmup, args.channels_last)
+    records = run(args.shapes, args.dtypes, args.iters, args.warmup, args.channels_last, args.compile)
     print(f"device: {torch.cuda.get_device_name(0)}; torch {torch.__version__}")
     print(table(records))
     payload = {
