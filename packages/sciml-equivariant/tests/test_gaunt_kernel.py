@@ -131,7 +131,10 @@ def test_bad_input():
         gaunt_grid_product(x, y, bx, by, w, backend="cuda")
 
 
-@pytest.mark.skipif(interpreter_enabled(), reason="the interpreter allows Triton on CPU tensors")
+@pytest.mark.skipif(
+    interpreter_enabled(),
+    reason="checks the error for Triton on CPU tensors, which TRITON_INTERPRET=1 allows (runs in the plain tests)",
+)
 def test_triton_on_cpu_needs_the_interpreter():
     bx, by, w = e3nn_grid(1, 1, 1)
     x, y = random_rows(2, 4, 4)

@@ -339,7 +339,7 @@ def test_bad_input() -> None:
         xi_inverse(torch.tensor([[float("nan"), 0.0], [0.0, 1.0]]))
     with pytest.raises(SciMLInputError, match="2 x 2"):
         GLPlus(2).check(torch.eye(3))
-    with pytest.raises(SciMLInputError, match="positive integer"):
+    with pytest.raises(SciMLInputError, match="must be an int >= 1"):
         sample_spd(0)
     with pytest.raises(SciMLInputError, match="variance"):
         sample_spd(3, variance=-1.0)

@@ -64,7 +64,7 @@ from functools import cache, lru_cache
 
 import numpy as np
 import torch
-from sciml_protocols import SciMLInputError
+from sciml_protocols import SciMLInputError, check_int
 
 from sciml_equivariant._kernels.gaunt_grid import gaunt_grid_product
 from sciml_equivariant._so3 import _gauss_legendre, _grid_harmonics, wigner_3j
@@ -74,14 +74,6 @@ __all__ = ["GauntPlan", "gaunt_coefficients", "gaunt_tensor_product"]
 _BACKENDS = ("auto", "grid", "fft", "cg")
 _NORMALIZATIONS = ("integral", "component", "norm")
 _DTYPES = (torch.float32, torch.float64)
-
-
-def _check_degree(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer):
-        raise SciMLInputError(name, f"must be an integer degree, got {value!r}")
-    if value < 0:
-        raise SciMLInputError(name, f"must be non-negative, got {value}")
-    return int(value)
 
 
 def _threej_zero_squared(l1: int, l2: int, l3: int) -> Fraction:
@@ -118,7 +110,7 @@ def gaunt_path_constant(l1: int, l2: int, l3: int) -> float:
         >>> gaunt_path_constant(1, 1, 1)
         0.0
     """
-    l1, l2, l3 = (_check_degree(n, v) for n, v in (("l1", l1), ("l2", l2), ("l3", l3)))
+    l1, l2, l3 = (check_int(n, v, minimum=0) for n, v in (("l1", l1), ("l2", l2), ("l3", l3)))
     return _gaunt_path_constant(l1, l2, l3)
 
 
@@ -172,7 +164,7 @@ def gaunt_coefficients(l1: int, l2: int, l3: int) -> torch.Tensor:
         >>> float(gaunt_coefficients(1, 1, 1).abs().max())
         0.0
     """
-    l1, l2, l3 = (_check_degree(n, v) for n, v in (("l1", l1), ("l2", l2), ("l3", l3)))
+    l1, l2, l3 = (check_int(n, v, minimum=0) for n, v in (("l1", l1), ("l2", l2), ("l3", l3)))
     return _gaunt_cached(l1, l2, l3).clone()
 
 
@@ -450,9 +442,9 @@ class GauntPlan:
         device: torch.device | str | None = None,
         normalization: str = "integral",
     ) -> None:
-        self.l1max = _check_degree("l1max", l1max)
-        self.l2max = _check_degree("l2max", l2max)
-        self.lout_max = _check_degree("lout_max", lout_max)
+        self.l1max = check_int("l1max", l1max, minimum=0)
+        self.l2max = check_int("l2max", l2max, minimum=0)
+        self.lout_max = check_int("lout_max", lout_max, minimum=0)
         if backend not in _BACKENDS:
             raise SciMLInputError("backend", f"must be one of {_BACKENDS}, got {backend!r}")
         if normalization not in _NORMALIZATIONS:
@@ -563,8 +555,7 @@ def _square_root(value: int) -> int | None:
 
 def _infer_layout(d1: int, d2: int, channels: int | None) -> tuple[int, int, int]:
     if channels is not None:
-        if isinstance(channels, bool) or not isinstance(channels, int) or channels <= 0:
-            raise SciMLInputError("channels", f"must be a positive integer, got {channels!r}")
+        channels = check_int("channels", channels, minimum=1)
         for name, d in (("x", d1), ("y", d2)):
             if d % channels or _square_root(d // channels) is None:
                 raise SciMLInputError(
@@ -653,7 +644,7 @@ def gaunt_tensor_product(
         raise SciMLInputError("y", f"dtype {y.dtype} differs from x's {x.dtype}")
     if x.device != y.device:
         raise SciMLInputError("y", f"device {y.device} differs from x's {x.device}")
-    lout = _check_degree("lmax_out", lmax_out)
+    lout = check_int("lmax_out", lmax_out, minimum=0)
     if backend not in _BACKENDS:
         raise SciMLInputError("backend", f"must be one of {_BACKENDS}, got {backend!r}")
     if normalization not in _NORMALIZATIONS:

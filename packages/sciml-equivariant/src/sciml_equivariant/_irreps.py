@@ -20,7 +20,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any, NamedTuple
 
 import torch
-from sciml_protocols import SciMLInputError
+from sciml_protocols import SciMLInputError, check_int
 
 from ._so3 import _check_rotation, _wigner_D_blocks
 
@@ -471,8 +471,6 @@ def gaunt_irreps(channels: int, lmax: int) -> Irreps:
         >>> str(gaunt_irreps(4, 3)), gaunt_irreps(4, 3).dim
         ('4x0e+4x1o+4x2e+4x3o', 64)
     """
-    if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
-        raise SciMLInputError("channels", f"must be a positive int, got {channels!r}")
-    if isinstance(lmax, bool) or not isinstance(lmax, int) or lmax < 0:
-        raise SciMLInputError("lmax", f"must be a non-negative int, got {lmax!r}")
+    channels = check_int("channels", channels, minimum=1)
+    lmax = check_int("lmax", lmax, minimum=0)
     return Irreps([(channels, Irrep(l, (-1) ** l)) for l in range(lmax + 1)])

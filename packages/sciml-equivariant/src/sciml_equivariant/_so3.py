@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from sciml_protocols import SciMLInputError
+from sciml_protocols import SciMLInputError, check_int
 
 __all__ = [
     "rand_rotation",
@@ -158,14 +158,6 @@ def _harmonics(
     return torch.cat([blocks[l] for l in order], dim=-1)
 
 
-def _check_lmax(name: str, lmax: object) -> int:
-    if isinstance(lmax, bool) or not isinstance(lmax, int):
-        raise SciMLInputError(name, f"must be an int, got {type(lmax).__name__}")
-    if lmax < 0:
-        raise SciMLInputError(name, f"must be non-negative, got {lmax}")
-    return lmax
-
-
 def spherical_harmonics(
     lmax: int,
     vectors: torch.Tensor,
@@ -214,7 +206,7 @@ def spherical_harmonics(
         >>> sh.shape, [round(v, 4) for v in sh[0].tolist()]
         (torch.Size([1, 9]), [1.0, 0.0, 1.7321, 0.0, 0.0, 0.0, 2.2361, 0.0, 0.0])
     """
-    lmax = _check_lmax("lmax", lmax)
+    lmax = check_int("lmax", lmax, minimum=0)
     _check_vectors("vectors", vectors)
     if normalization not in _NORMALIZATIONS:
         raise SciMLInputError("normalization", f"must be one of {_NORMALIZATIONS}; got {normalization!r}")
@@ -425,7 +417,7 @@ def wigner_D(l: int, R: torch.Tensor, *, validate: bool = True) -> torch.Tensor:
                 [ 1.,  0.,  0.],
                 [ 0.,  0.,  1.]], dtype=torch.float64)
     """
-    l = _check_lmax("l", l)
+    l = check_int("l", l, minimum=0)
     if validate:
         _check_rotation("R", R)
     return _wigner_D_blocks((l,), R)[0]
@@ -464,8 +456,7 @@ def rand_rotation(
         >>> torch.linalg.det(R).round(decimals=6).tolist()
         [1.0, 1.0]
     """
-    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-        raise SciMLInputError("n", f"must be a non-negative int, got {n!r}")
+    n = check_int("n", n, minimum=0)
     dtype = torch.get_default_dtype() if dtype is None else dtype
     if not dtype.is_floating_point:
         raise SciMLInputError("dtype", f"must be a floating dtype, got {dtype}")
@@ -620,7 +611,7 @@ def wigner_3j(
                 [0., 0., 1.]], dtype=torch.float64)
     """
     for name, value in (("l1", l1), ("l2", l2), ("l3", l3)):
-        _check_lmax(name, value)
+        check_int(name, value, minimum=0)
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise SciMLInputError("dtype", f"must be a floating dtype, got {dtype}")
     return _wigner_3j_float64(l1, l2, l3).to(dtype=dtype, device=device, copy=True)

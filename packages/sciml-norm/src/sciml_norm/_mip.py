@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal, cast
 
 import torch
-from sciml_protocols import SciMLError, SciMLInputError, check_in_choices
+from sciml_protocols import SciMLError, SciMLInputError, check_in_choices, check_int
 from torch import nn
 from torch.func import functional_call, vmap
 
@@ -371,8 +371,7 @@ class HyperNetwork(nn.Module):
         super().__init__()
         if not isinstance(primary, nn.Module):
             raise SciMLInputError("primary", f"must be an nn.Module, got {type(primary).__name__}")
-        if isinstance(input_dim, bool) or not isinstance(input_dim, int) or input_dim < 1:
-            raise SciMLInputError("input_dim", f"must be a positive integer, got {input_dim!r}")
+        input_dim = check_int("input_dim", input_dim, minimum=1)
         hidden = tuple(hidden_sizes)
         for width in hidden:
             if isinstance(width, bool) or not isinstance(width, int) or width < 1:

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import torch
-from sciml_protocols import Demo, DemoContext, DemoResult, SciMLInputError
+from sciml_protocols import Demo, DemoContext, DemoResult, SciMLInputError, check_int
 from torch import nn
 
 if TYPE_CHECKING:
@@ -79,10 +79,8 @@ def make_texture_images(
         >>> tuple(x.shape), y.dtype, bool(((0 <= y) & (y < 10)).all())
         ((8, 3, 16, 16), torch.int64, True)
     """
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise SciMLInputError("n", f"must be a positive int, got {n!r}")
-    if isinstance(size, bool) or not isinstance(size, int) or size < 4:
-        raise SciMLInputError("size", f"must be an int >= 4, got {size!r}")
+    n = check_int("n", n, minimum=1)
+    size = check_int("size", size, minimum=4)
     if not math.isfinite(noise) or noise < 0:
         raise SciMLInputError("noise", f"must be finite and non-negative, got {noise!r}")
     template_rng = torch.Generator().manual_seed(_TEMPLATE_SEED)

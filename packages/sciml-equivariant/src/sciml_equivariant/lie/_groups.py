@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 
 import torch
-from sciml_protocols import SciMLInputError, check_finite, check_in_choices, check_tensor
+from sciml_protocols import SciMLInputError, check_finite, check_in_choices, check_int, check_tensor
 
 __all__ = [
     "AffineGroup",
@@ -346,8 +346,8 @@ def sample_rotations(
         >>> torch.allclose(r @ r_inv, torch.eye(2, dtype=torch.float64).expand(4, 2, 2))
         True
     """
-    _check_count("num", num)
-    _check_count("n", n)
+    check_int("num", num, minimum=1)
+    check_int("n", n, minimum=1)
     check_in_choices("method", method, ROTATION_SAMPLERS)
     dtype = dtype or torch.get_default_dtype()
     if n == 2:
@@ -408,8 +408,8 @@ def sample_spd(
         >>> torch.allclose(p @ p_inv, torch.eye(2, dtype=torch.float64).expand(3, 2, 2))
         True
     """
-    _check_count("num", num)
-    _check_count("n", n)
+    check_int("num", num, minimum=1)
+    check_int("n", n, minimum=1)
     if not (isinstance(variance, int | float) and math.isfinite(variance) and variance > 0):
         raise SciMLInputError("variance", f"must be a positive finite number, got {variance!r}")
     dtype = dtype or torch.get_default_dtype()
@@ -422,11 +422,6 @@ def sample_spd(
     p = (vectors * torch.exp(eigenvalues).unsqueeze(-2)) @ vectors.transpose(-1, -2)
     p_inv = (vectors * torch.exp(-eigenvalues).unsqueeze(-2)) @ vectors.transpose(-1, -2)
     return p, p_inv
-
-
-def _check_count(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise SciMLInputError(name, f"must be a positive integer, got {value!r}")
 
 
 def invariant_integration_weights(g: torch.Tensor, *, affine: bool = True) -> torch.Tensor:
@@ -479,7 +474,7 @@ class MatrixLieGroup:
     name: str = "matrix group"
 
     def __init__(self, n: int = 2, *, spd_variance: float = 0.1, rotation_sampler: str | None = None) -> None:
-        _check_count("n", n)
+        check_int("n", n, minimum=1)
         if rotation_sampler is None:
             rotation_sampler = "equidistant" if n == 2 else "haar"
         check_in_choices("rotation_sampler", rotation_sampler, ROTATION_SAMPLERS)

@@ -16,7 +16,7 @@ import math
 
 import torch
 import torch.nn.functional as F
-from sciml_protocols import SciMLInputError, check_in_choices, check_tensor
+from sciml_protocols import SciMLInputError, check_in_choices, check_int, check_tensor
 from torch import nn
 
 from ._groups import MatrixLieGroup
@@ -30,14 +30,8 @@ __all__ = [
 ]
 
 
-def _check_positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise SciMLInputError(name, f"must be a positive integer, got {value!r}")
-    return value
-
-
 def _check_kernel_size(value: object) -> int:
-    size = _check_positive_int("kernel_size", value)
+    size = check_int("kernel_size", value, minimum=1)
     if size % 2 == 0:
         raise SciMLInputError("kernel_size", f"must be odd (a centred stencil), got {size}")
     return size
@@ -83,10 +77,10 @@ class SirenKernel(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        _check_positive_int("in_features", in_features)
-        _check_positive_int("out_features", out_features)
-        _check_positive_int("hidden_features", hidden_features)
-        _check_positive_int("num_hidden", num_hidden)
+        check_int("in_features", in_features, minimum=1)
+        check_int("out_features", out_features, minimum=1)
+        check_int("hidden_features", hidden_features, minimum=1)
+        check_int("num_hidden", num_hidden, minimum=1)
         if not (isinstance(omega0, int | float) and math.isfinite(omega0) and omega0 > 0):
             raise SciMLInputError("omega0", f"must be a positive finite number, got {omega0!r}")
         factory = {"device": device, "dtype": dtype}
@@ -169,7 +163,64 @@ class _KernelMask(nn.Module):
         return torch.ones_like(radius)
 
 
-class LiftingConv2d(nn.Module):
+class _ImplicitConv2d(nn.Module):
+    """What the lifting and group convolutions share: sizes, group, SIREN kernel, mask and bias (validated).
+
+    The kernel network reads the 2-D offset, and for ``relative_inputs`` also the relative group element's
+    periodic coordinates (``1 + group.dim`` numbers).
+    """
+
+    in_channels: int
+    out_channels: int
+    kernel_size: int
+    padding_mode: str
+    group: MatrixLieGroup
+    kernel: SirenKernel
+    mask: _KernelMask
+    bias: nn.Parameter | None
+    _fan_in: int
+
+    def __init__(
+        self,
+        in_channels: object,
+        out_channels: object,
+        kernel_size: object,
+        *,
+        group: object,
+        relative_inputs: bool,
+        hidden_features: int,
+        num_hidden: int,
+        omega0: float,
+        mask: str,
+        bias: bool,
+        padding_mode: str,
+        device: torch.device | str | None,
+        dtype: torch.dtype | None,
+    ) -> None:
+        super().__init__()
+        check_in_choices("padding_mode", padding_mode, ("zeros", "replicate"))
+        self.padding_mode = padding_mode
+        self.in_channels = check_int("in_channels", in_channels, minimum=1)
+        self.out_channels = check_int("out_channels", out_channels, minimum=1)
+        self.kernel_size = _check_kernel_size(kernel_size)
+        if not isinstance(group, MatrixLieGroup) or group.n != 2:
+            raise SciMLInputError("group", f"must be GLPlus(2) or SL(2), got {group!r}")
+        self.group = group
+        self.kernel = SirenKernel(
+            2 + (1 + group.dim if relative_inputs else 0),
+            self.out_channels * self.in_channels,
+            hidden_features=hidden_features,
+            num_hidden=num_hidden,
+            omega0=omega0,
+            device=device,
+            dtype=dtype,
+        )
+        self.mask = _KernelMask(mask)
+        self.bias = nn.Parameter(torch.zeros(self.out_channels, device=device, dtype=dtype)) if bias else None
+        self._fan_in = self.in_channels * self.kernel_size * self.kernel_size
+
+
+class LiftingConv2d(_ImplicitConv2d):
     r"""Lifting convolution from images to functions on :math:`\mathbb{R}^2 \rtimes G`.
 
     .. math::
@@ -226,27 +277,21 @@ class LiftingConv2d(nn.Module):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
-        super().__init__()
-        check_in_choices("padding_mode", padding_mode, ("zeros", "replicate"))
-        self.padding_mode = padding_mode
-        self.in_channels = _check_positive_int("in_channels", in_channels)
-        self.out_channels = _check_positive_int("out_channels", out_channels)
-        self.kernel_size = _check_kernel_size(kernel_size)
-        if not isinstance(group, MatrixLieGroup) or group.n != 2:  # pyright: ignore[reportUnnecessaryIsInstance]
-            raise SciMLInputError("group", f"must be GLPlus(2) or SL(2), got {group!r}")
-        self.group = group
-        self.kernel = SirenKernel(
-            2,
-            out_channels * in_channels,
+        super().__init__(
+            in_channels,
+            out_channels,
+            kernel_size,
+            group=group,
+            relative_inputs=False,
             hidden_features=hidden_features,
             num_hidden=num_hidden,
             omega0=omega0,
+            mask=mask,
+            bias=bias,
+            padding_mode=padding_mode,
             device=device,
             dtype=dtype,
         )
-        self.mask = _KernelMask(mask)
-        self.bias = nn.Parameter(torch.zeros(out_channels, device=device, dtype=dtype)) if bias else None
-        self._fan_in = in_channels * kernel_size * kernel_size
 
     def _weight(self, g_inv: torch.Tensor) -> torch.Tensor:
         grid = _offset_grid(self.kernel_size, dtype=g_inv.dtype, device=g_inv.device)
@@ -281,7 +326,7 @@ class LiftingConv2d(nn.Module):
         return out
 
 
-class GroupConv2d(nn.Module):
+class GroupConv2d(_ImplicitConv2d):
     r"""Group convolution on :math:`\mathbb{R}^2 \rtimes G`, a Monte Carlo integral over the input samples.
 
     .. math::
@@ -345,27 +390,21 @@ class GroupConv2d(nn.Module):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
-        super().__init__()
-        check_in_choices("padding_mode", padding_mode, ("zeros", "replicate"))
-        self.padding_mode = padding_mode
-        self.in_channels = _check_positive_int("in_channels", in_channels)
-        self.out_channels = _check_positive_int("out_channels", out_channels)
-        self.kernel_size = _check_kernel_size(kernel_size)
-        if not isinstance(group, MatrixLieGroup) or group.n != 2:  # pyright: ignore[reportUnnecessaryIsInstance]
-            raise SciMLInputError("group", f"must be GLPlus(2) or SL(2), got {group!r}")
-        self.group = group
-        self.kernel = SirenKernel(
-            3 + group.dim,
-            out_channels * in_channels,
+        super().__init__(
+            in_channels,
+            out_channels,
+            kernel_size,
+            group=group,
+            relative_inputs=True,
             hidden_features=hidden_features,
             num_hidden=num_hidden,
             omega0=omega0,
+            mask=mask,
+            bias=bias,
+            padding_mode=padding_mode,
             device=device,
             dtype=dtype,
         )
-        self.mask = _KernelMask(mask)
-        self.bias = nn.Parameter(torch.zeros(out_channels, device=device, dtype=dtype)) if bias else None
-        self._fan_in = in_channels * kernel_size * kernel_size
 
     def _weight(self, g_in: torch.Tensor, g_out_inv: torch.Tensor) -> torch.Tensor:
         k, n_in, n_out = self.kernel_size, g_in.shape[0], g_out_inv.shape[0]
@@ -564,10 +603,10 @@ class AffineEquivariantCNN(nn.Module):
         super().__init__()
         factory = {"device": device, "dtype": dtype}
         self.group = group
-        self.num_samples = _check_positive_int("num_samples", num_samples)
-        self.num_draws = _check_positive_int("num_draws", num_draws)
-        _check_positive_int("num_classes", num_classes)
-        _check_positive_int("width", width)
+        self.num_samples = check_int("num_samples", num_samples, minimum=1)
+        self.num_draws = check_int("num_draws", num_draws, minimum=1)
+        check_int("num_classes", num_classes, minimum=1)
+        check_int("width", width, minimum=1)
         self.lift = LiftingConv2d(
             in_channels, width, kernel_size, group=group, hidden_features=hidden_features, omega0=omega0, **factory
         )

@@ -22,7 +22,7 @@ from concurrent.futures import Executor
 from pathlib import Path
 from typing import Any
 
-from sciml_protocols import SciMLInputError
+from sciml_protocols import SciMLInputError, check_int
 
 from ._graph import GraphLayer, LayerGraph, mutate, random_graph
 from ._proxy import ProxyTask, train_proxy
@@ -414,8 +414,7 @@ def _read_checkpoint(path: Path, settings: Mapping[str, Any]) -> dict[str, Any]:
 def _check_count(name: str, value: object, *, allow_none: bool = False, minimum: int = 1) -> None:
     if value is None and allow_none:
         return
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise SciMLInputError(name, f"must be an integer >= {minimum}, got {value!r}")
+    check_int(name, value, minimum=minimum)
 
 
 def search(

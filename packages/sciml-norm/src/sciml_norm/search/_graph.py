@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
-from sciml_protocols import SciMLInputError
+from sciml_protocols import SciMLInputError, check_int
 from torch import nn
 
 from ._primitives import INFIX_OPS, OPS, _variance, aggregate
@@ -565,8 +565,7 @@ class GraphLayer(nn.Module):
         super().__init__()
         if not isinstance(graph, LayerGraph):
             raise SciMLInputError("graph", f"must be a LayerGraph, got {type(graph).__name__}")
-        if isinstance(num_channels, bool) or not isinstance(num_channels, int) or num_channels < 1:
-            raise SciMLInputError("num_channels", f"must be a positive integer, got {num_channels!r}")
+        num_channels = check_int("num_channels", num_channels, minimum=1)
         if graph.uses_groups() and num_channels % graph.groups:
             raise SciMLInputError("num_channels", f"{num_channels} is not divisible by groups={graph.groups}")
         factory: dict[str, Any] = {"device": device, "dtype": dtype}

@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable, Iterator
 
 import torch
-from sciml_protocols import SciMLInputError
+from sciml_protocols import SciMLInputError, check_int
 from torch import nn
 from torch.nn import functional as F
 
@@ -109,9 +109,7 @@ class ProxyTask:
 
     def __post_init__(self) -> None:
         for name in ("image_size", "train_size", "val_size", "width", "train_steps", "batch_size", "num_classes"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise SciMLInputError(name, f"must be a positive integer, got {value!r}")
+            check_int(name, getattr(self, name), minimum=1)
         if not 2 <= self.num_classes <= NUM_CLASSES:
             raise SciMLInputError("num_classes", f"must be in [2, {NUM_CLASSES}], got {self.num_classes}")
         if self.image_size < 8:
@@ -443,8 +441,7 @@ def train_proxy(
         2
     """
     total = task.train_steps if steps is None else steps
-    if isinstance(total, bool) or not isinstance(total, int) or total < 0:
-        raise SciMLInputError("steps", f"must be a non-negative integer, got {steps!r}")
+    total = check_int("steps", total, minimum=0)
     x_train, y_train, x_val, y_val = task_dataset(task)
     with single_thread():
         generator = torch.Generator().manual_seed(seed)

@@ -13,7 +13,7 @@ import time
 from collections.abc import Sequence
 
 import torch
-from sciml_protocols import SciMLInputError
+from sciml_protocols import SciMLInputError, check_int
 from torch.nn import functional as F
 
 from ._graph import LayerGraph
@@ -57,9 +57,7 @@ class RejectionConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "stability_lrs", tuple(float(lr) for lr in self.stability_lrs))
         for name in ("quality_steps", "stability_steps"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise SciMLInputError(name, f"must be a positive integer, got {value!r}")
+            check_int(name, getattr(self, name), minimum=1)
         if not 0.0 <= self.quality_threshold <= 1.0:
             raise SciMLInputError("quality_threshold", f"must be in [0, 1], got {self.quality_threshold!r}")
         if not self.stability_lrs or any(not (math.isfinite(lr) and lr > 0) for lr in self.stability_lrs):
