@@ -787,6 +787,11 @@ def center_input(graph: LayerGraph, axes: str, *, occurrence: int | None = None)
         >>> relu_scaled = LayerGraph((Node("std_batch", (0,)), Node("div", (0, 4)), Node("max", (5, 1))))
         >>> print(center_input(relu_scaled, "batch"))
         max((x + (-mean_bhw(x))) / std_bhw(x + (-mean_bhw(x))), 0)
+
+    Reference:
+        The search space and mutations of Liu, Brock, Simonyan and Le, "Evolving Normalization-Activation Layers",
+        NeurIPS 2020, arXiv:2004.02967; this compound centring edit is this package's addition (the paper's
+        single-node mutations reach it only through several intermediate graphs).
     """
     if not isinstance(graph, LayerGraph):
         raise SciMLInputError("graph", f"must be a LayerGraph, got {type(graph).__name__}")
