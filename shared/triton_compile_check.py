@@ -16,6 +16,8 @@ GPU tests. Exit status 1 when any compilation fails.
 from __future__ import annotations
 
 import argparse
+import functools
+import itertools
 import os
 import sys
 import traceback
@@ -68,7 +70,7 @@ def install_fake_driver(arch: int) -> list[tuple[str, int]]:
 
 
 def evonorm_cases(quick: bool) -> list[tuple[str, Callable[[], object]]]:
-    """Forward and backward of the fused S0/B0 (training and evaluation) in every dtype and layout."""
+    """Forward and backward of the fused S0/B0 (training and evaluation): both strategies, every dtype and layout."""
     from sciml_norm._kernels import evonorm as kern
 
     def cuda_plan(x: torch.Tensor) -> Any:  # the CUDA tile sizes, although the tensors live on the CPU
@@ -76,32 +78,33 @@ def evonorm_cases(quick: bool) -> list[tuple[str, Callable[[], object]]]:
             x.shape, x.stride(), True, kern._TILE["cuda"], kern._MAX_BLOCK_HW, kern._MAX_BLOCK_C, kern._FINALIZE_TILE
         )
 
+    def case(strategy: str, dtype: torch.dtype, channels_last: bool, shape: tuple[int, ...]) -> None:
+        kern.STRATEGY = strategy
+        x = torch.randn(shape).to(dtype)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        c = shape[1]
+        groups = 8 if c % 8 == 0 else 1
+        w, b, v = (torch.full((c,), f) for f in (1.0, 0.1, 1.0))
+        running = torch.ones(c)
+        g = torch.randn_like(x)
+        _, mean, rstd = kern.s0_forward(x, w, b, v, groups, 1e-5, backend="triton")
+        kern.s0_backward(g, x, w, v, mean, rstd, groups, backend="triton")
+        for training in (True, False):
+            momentum = 0.1 if training else None
+            _, im, istd, bm, left, _ = kern.b0_forward(x, w, b, v, running, training, 1e-3, "triton", momentum=momentum)
+            kern.b0_backward(g, x, w, v, im, istd, bm, left, training, backend="triton")
+
     kern._plan = cuda_plan
-    shapes = [(4, 64, 7, 7)] if quick else [(4, 64, 7, 7), (64, 256, 56, 56), (8, 96, 5, 3)]
-    cases = []
-    for dtype in (torch.float32, torch.bfloat16, torch.float16, torch.float64):
-        for channels_last in (False, True):
-            for shape in shapes:
-
-                def case(dtype: torch.dtype = dtype, channels_last: bool = channels_last, shape: Any = shape) -> None:
-                    x = torch.randn(shape).to(dtype)
-                    if channels_last:
-                        x = x.contiguous(memory_format=torch.channels_last)
-                    c = shape[1]
-                    w, b, v = (torch.full((c,), f) for f in (1.0, 0.1, 1.0))
-                    running = torch.ones(c)
-                    g = torch.randn_like(x)
-                    _, mean, rstd = kern.s0_forward(x, w, b, v, 8 if c % 8 == 0 else 1, 1e-5, backend="triton")
-                    kern.s0_backward(g, x, w, v, mean, rstd, 8 if c % 8 == 0 else 1, backend="triton")
-                    for training in (True, False):
-                        momentum = 0.1 if training else None
-                        out = kern.b0_forward(x, w, b, v, running, training, 1e-3, backend="triton", momentum=momentum)
-                        _, im, istd, bm, left, *_ = out
-                        kern.b0_backward(g, x, w, v, im, istd, bm, left, training, backend="triton")
-
-                layout = "channels_last" if channels_last else "nchw"
-                cases.append((f"evonorm {dtype} {layout} {shape}", case))
-    return cases
+    shapes = [(4, 64, 7, 7)] if quick else [(4, 64, 7, 7), (64, 256, 56, 56), (8, 96, 5, 3), (64, 2048, 7, 7)]
+    dtypes = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
+    return [
+        (
+            f"evonorm {strategy} {dtype} {'channels_last' if cl else 'nchw'} {shape}",
+            functools.partial(case, strategy, dtype, cl, shape),
+        )
+        for strategy, dtype, cl, shape in itertools.product(("split", "persistent"), dtypes, (False, True), shapes)
+    ]
 
 
 def gaunt_cases(quick: bool) -> list[tuple[str, Callable[[], object]]]:

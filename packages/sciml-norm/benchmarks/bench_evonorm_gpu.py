@@ -12,7 +12,10 @@ parameters and the cotangent excluded). Parameters are float32 in every case (th
 activations, float32 weights), which every contender accepts. Contenders:
 
 * ``ours-S0`` / ``ours-B0``: :func:`sciml_norm.evonorm_s0` / :func:`sciml_norm.evonorm_b0` with ``backend="triton"``
-  (B0 in training mode, updating its running variance);
+  (B0 in training mode, updating its running variance), the default strategy ("auto": the persistent kernels,
+  one launch per pass, up to ResNet-50's 28x28 stage at batch 64; the split passes above);
+* ``split-S0`` / ``split-B0``: the same with the split passes forced (``STRATEGY = "split"``: statistics,
+  finalize and element-wise kernels, six launches per step) for comparison;
 * ``timm-S0`` / ``timm-B0``: ``timm.layers.EvoNorm2dS0`` / ``EvoNorm2dB0`` (groups 32, training mode);
 * ``bn-relu``: ``torch.nn.BatchNorm2d`` followed by an in-place ``ReLU`` (cuDNN), training mode.
 
@@ -49,15 +52,21 @@ def _parse_shape(text: str) -> tuple[int, int, int, int]:
     return parts[0], parts[1], parts[2], parts[3]
 
 
-def contenders(channels: int, device: torch.device) -> dict[str, tuple[Callable[[Tensor], Tensor], list[Tensor]]]:
-    """The layers to compare, each as (function of x, its trainable parameters), parameters in float32.
+Contender = tuple[Callable[[Tensor], Tensor], list[Tensor], str]
+
+
+def contenders(channels: int, device: torch.device) -> dict[str, Contender]:
+    """The layers to compare, each as (function of x, its trainable parameters, strategy of the fused kernels).
+
+    Parameters are float32. The strategy is set (``sciml_norm._kernels.evonorm.STRATEGY``) before the contender
+    is measured; it only matters to our layers.
 
     Args:
         channels: C.
         device: a CUDA device.
 
     Returns:
-        A dict from the contender's name to (callable, parameters).
+        A dict from the contender's name to (callable, parameters, strategy).
     """
     import timm.layers.evo_norm as timm_evo
     from sciml_norm._functional import evonorm_b0, evonorm_s0
@@ -81,11 +90,13 @@ def contenders(channels: int, device: torch.device) -> dict[str, tuple[Callable[
         return evonorm_b0(x, weight, bias, v, running, training=True, backend="triton")
 
     return {
-        "ours-S0": (ours_s0, s0_params),
-        "timm-S0": (timm_s0, list(timm_s0.parameters())),
-        "ours-B0": (ours_b0, b0_params),
-        "timm-B0": (timm_b0, list(timm_b0.parameters())),
-        "bn-relu": (bn_relu, list(bn_relu.parameters())),
+        "ours-S0": (ours_s0, s0_params, "auto"),
+        "split-S0": (ours_s0, s0_params, "split"),
+        "timm-S0": (timm_s0, list(timm_s0.parameters()), "auto"),
+        "ours-B0": (ours_b0, b0_params, "auto"),
+        "split-B0": (ours_b0, b0_params, "split"),
+        "timm-B0": (timm_b0, list(timm_b0.parameters()), "auto"),
+        "bn-relu": (bn_relu, list(bn_relu.parameters()), "auto"),
     }
 
 
@@ -150,12 +161,15 @@ def run(
     Returns:
         Records with the keys shape, dtype, layout, compile, layer, ms, peak_mib.
     """
+    from sciml_norm._kernels import evonorm as kern
+
     device = torch.device("cuda")
     records: list[dict[str, Any]] = []
     for shape in shapes:
         for dtype_name in dtypes:
             layers = contenders(shape[1], device)
-            for name, (layer, params) in layers.items():
+            for name, (layer, params, strategy) in layers.items():
+                kern.STRATEGY = strategy
                 if compile_mode is not None:
                     torch.compiler.reset()
                     layer = torch.compile(layer, mode=compile_mode)
@@ -175,6 +189,7 @@ def run(
                         "layout": "channels_last" if channels_last else "nchw",
                         "compile": compile_mode,
                         "layer": name,
+                        "strategy": strategy,
                         **result,
                     }
                 )
@@ -199,8 +214,9 @@ def table(records: Sequence[dict[str, Any]]) -> str:
     for r in records:
         key = (tuple(r["shape"]), r["dtype"])
         ratios = ""
-        if r["layer"].startswith("ours-"):
-            timm_row = index.get((*key, "timm-" + r["layer"][5:]))
+        kind, _, variant = r["layer"].partition("-")
+        if kind in ("ours", "split"):
+            timm_row = index.get((*key, "timm-" + variant))
             bn_row = index.get((*key, "bn-relu"))
             if timm_row is not None and bn_row is not None:
                 ratios = (

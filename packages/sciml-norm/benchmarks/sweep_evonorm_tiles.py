@@ -1,4 +1,4 @@
-"""Tile-size sweep of the fused EvoNorm-S0/B0 kernels on a GPU: which (tile, block caps) is fastest per layout.
+"""Tile-size sweep of the split-pass EvoNorm-S0/B0 kernels on a GPU: which (tile, block caps) is fastest per layout.
 
 Run on a CUDA machine from the repository root (sources on ``PYTHONPATH``)::
 
@@ -8,6 +8,7 @@ For each configuration of ``sciml_norm._kernels.evonorm`` (elements per program 
 :math:`H W`, largest block along channels) it times one forward+backward step of ``evonorm_s0``/``evonorm_b0``
 (``backend="triton"``, median of CUDA-event timings after a warm-up) at the first and last ResNet-50 stage shapes,
 float32 and bfloat16, NCHW and channels-last, and prints the best configuration per case next to the default.
+The split strategy is forced (``STRATEGY = "split"``); ``sweep_evonorm_persistent.py`` sweeps the persistent kernels.
 """
 
 # ruff: noqa: B023  (the closures run inside the loop iteration that defines them)
@@ -46,6 +47,7 @@ def main(out: Path) -> None:
     from sciml_norm._kernels import evonorm as kern
 
     device = torch.device("cuda")
+    kern.STRATEGY = "split"
     default = (kern._TILE["cuda"], kern._MAX_BLOCK_HW, kern._MAX_BLOCK_C)
     configs = sorted(set(itertools.product((1024, 2048, 4096, 8192), (256, 1024), (32, 64, 128))) | {default})
     records = []

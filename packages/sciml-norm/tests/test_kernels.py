@@ -29,6 +29,16 @@ needs_cuda = pytest.mark.skipif(
 )
 
 
+STRATEGIES = ("split", "persistent")
+
+
+@pytest.fixture(params=STRATEGIES)
+def strategy(request, monkeypatch):
+    """Runs the test under each strategy of the Triton path (split passes or persistent programs)."""
+    monkeypatch.setattr(fused, "STRATEGY", request.param)
+    return request.param
+
+
 def make(shape, dtype=F64, channels_last=False, seed=0, device="cpu"):
     """x, cotangent, weight, bias, v, running_var with non-trivial values."""
     g = torch.Generator().manual_seed(seed)
@@ -172,10 +182,11 @@ class Ops(TorchDispatchMode):
 
 
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_triton_path_dispatches_only_output_allocations(monkeypatch, channels_last):
+def test_triton_path_dispatches_only_output_allocations(monkeypatch, channels_last, strategy):
     # the host side of the Triton path with the kernels stubbed out: a training step (forward and backward) is six
-    # launches and the allocation of their outputs, no other PyTorch operation (no host-side statistics math, no
-    # copies, no zero-filled cotangents); this keeps small layers from being bound by the host
+    # launches (split) or two (persistent; S0 adds one sum over n of its parameter-gradient partials) and the
+    # allocation of their outputs, no other PyTorch operation (no host-side statistics math, no copies, no
+    # zero-filled cotangents); this keeps small layers from being bound by the host
     monkeypatch.setenv("TRITON_INTERPRET", "1")  # lets resolve_backend accept "triton" for CPU tensors
     launched = []
 
@@ -189,10 +200,20 @@ def test_triton_path_dispatches_only_output_allocations(monkeypatch, channels_la
     monkeypatch.setattr(fused, "_kernels", lambda: {name: Stub(name) for name in KERNEL_NAMES})
     x, cot, w, b, v, rv = make((2, 8, 3, 4), dtype=F32, channels_last=channels_last)
     leaves = [t.requires_grad_() for t in (x, w, b, v)]
+    empty = "aten.empty.memory_format"
     expected = {
-        "s0": (["stats", "s0_group", "s0_forward", "s0_reduce", "s0_grad", "s0_dx"], 9),
-        "b0": (["stats", "b0_batch", "b0_forward", "b0_reduce", "b0_grad", "b0_dx"], 11),
-    }
+        "split": {
+            "s0": (["stats", "s0_group", "s0_forward", "s0_reduce", "s0_grad", "s0_dx"], [empty] * 9),
+            "b0": (["stats", "b0_batch", "b0_forward", "b0_reduce", "b0_grad", "b0_dx"], [empty] * 11),
+        },
+        "persistent": {
+            "s0": (
+                ["s0_persistent_forward", "s0_persistent_backward"],
+                [empty] * 5 + ["aten.sum.dim_IntList", "aten.unbind.int"],
+            ),
+            "b0": (["b0_persistent_forward", "b0_persistent_backward"], [empty] * 11),
+        },
+    }[strategy]
     for name, training in (("s0", None), ("b0", True), ("b0", False)):
         for ops in (None, Ops()):  # the first step fills the caches of launch layouts (meta-tensor operations)
             launched.clear()
@@ -203,12 +224,48 @@ def test_triton_path_dispatches_only_output_allocations(monkeypatch, channels_la
                     y = evonorm_b0(*leaves, rv, training=training, backend="triton")
                 torch.autograd.grad(y, leaves, cot)
         assert ops is not None
-        kernels, allocations = expected[name]
+        kernels, operations = expected[name]
         assert launched == kernels
-        assert ops.names == ["aten.empty.memory_format"] * allocations
+        assert ops.names == operations
+
+
+def test_auto_strategy_takes_persistent_kernels_where_launches_dominate(monkeypatch):
+    # "auto": one launch per pass for the host-bound sizes (ResNet-50's 28x28, 14x14 and 7x7 stages at batch 64),
+    # the split passes where the GPU's memory traffic dominates (56x56) or where the persistent grid would be too
+    # small to fill the GPU (one image with few groups or channels)
+    monkeypatch.setattr(fused, "STRATEGY", "auto")
+
+    def decide(shape, groups, channels_last=False):
+        fmt = torch.channels_last if channels_last else torch.contiguous_format
+        stride = torch.empty(shape, device="meta", memory_format=fmt).stride()
+        plan = fused._plan_for(shape, stride, True, *fused_args())
+        return fused._s0_persistent(plan, groups).use, fused._b0_persistent(plan).use
+
+    for layout in (False, True):
+        assert decide((64, 2048, 7, 7), 32, layout) == (True, True)
+        assert decide((64, 1024, 14, 14), 32, layout) == (True, True)
+        assert decide((64, 512, 28, 28), 32, layout) == (True, True)
+        assert decide((64, 256, 56, 56), 32, layout) == (False, False)
+    assert decide((1, 16, 512, 512), 1) == (False, False)
+    assert decide((2, 16, 8, 8), 1) == (True, True)  # small enough that anything fills the GPU's need
+    # B0 at 7x7: 128 programs of 16 channels, each walking the batch in 4 x 16 x 64 tiles
+    plan = fused._plan_for((64, 2048, 7, 7), (100352, 49, 7, 1), True, *fused_args())
+    assert fused._b0_persistent(plan)[1:4] == (4, 16, 64)
+    assert fused._b0_persistent(plan).grid == (128,)
+    monkeypatch.setattr(fused, "STRATEGY", "fastest")
+    with pytest.raises(ValueError, match="STRATEGY"):
+        fused._b0_persistent(plan)
+
+
+def fused_args():
+    return fused._TILE["cuda"], fused._MAX_BLOCK_HW, fused._MAX_BLOCK_C, fused._FINALIZE_TILE
 
 
 KERNEL_NAMES = (
+    "s0_persistent_forward",
+    "s0_persistent_backward",
+    "b0_persistent_forward",
+    "b0_persistent_backward",
     "stats",
     "s0_group",
     "s0_forward",
@@ -234,7 +291,7 @@ CASES = [((2, 9, 5, 7), 3), ((2, 3, 15, 20), 1), ((1, 80, 3, 5), 16), ((2, 6, 1,
 @needs_interpreter
 @pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize(("shape", "groups"), CASES)
-def test_interpreter_parity_s0(shape, groups, channels_last):
+def test_interpreter_parity_s0(shape, groups, channels_last, strategy):
     args = make(shape, channels_last=channels_last)[:5]
     assert_interpreter_parity(
         lambda *a: s0_run("triton", groups, *a),
@@ -258,7 +315,7 @@ def test_interpreter_parity_s0(shape, groups, channels_last):
 @pytest.mark.parametrize("training", [True, False])
 @pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize("shape", [case[0] for case in CASES[:3]])
-def test_interpreter_parity_b0(shape, channels_last, training):
+def test_interpreter_parity_b0(shape, channels_last, training, strategy):
     args = make(shape, channels_last=channels_last)
     for dtypes, tol in (((F32,), 1e-5), ((F64,), 1e-11)):
         assert_interpreter_parity(
@@ -275,6 +332,7 @@ def test_interpreter_parity_b0(shape, channels_last, training):
 @needs_interpreter
 @pytest.mark.parametrize("tile", [2048, 4])
 def test_interpreter_finalize_kernels(monkeypatch, tile):
+    monkeypatch.setattr(fused, "STRATEGY", "split")
     # the finalize kernels (group / batch statistics, the running-variance update, the sums over n of the backward
     # partials and the coefficients of the statistics' terms) against the same steps in PyTorch operations, each
     # output separately; tile=4 forces several programs and the loops over n and over the channels of a group
@@ -309,7 +367,46 @@ def test_interpreter_finalize_kernels(monkeypatch, tile):
 
 @pytest.mark.interpret
 @needs_interpreter
-def test_interpreter_strided_inputs():
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize(("tile", "programs"), [(8, 1), (1024, 1), (1024, 128)])
+def test_interpreter_persistent_kernels(monkeypatch, tile, programs, channels_last):
+    # the persistent kernels, every output separately (statistics, running variance, parameter gradients) against
+    # the PyTorch steps; small tiles force the loops over blocks of a group's channels (merged by Chan's formula),
+    # over blocks of samples (B0's batch statistics merged likewise), over H*W, and masked channel blocks
+    monkeypatch.setattr(fused, "STRATEGY", "persistent")
+    monkeypatch.setitem(fused._PERSISTENT_TILE, "interpret", tile)
+    monkeypatch.setitem(fused._TILE, "interpret", tile // 2)
+    monkeypatch.setattr(fused, "_PERSISTENT_PROGRAMS", programs)
+    x, cot, w, b, v, rv = make((5, 12, 3, 2), channels_last=channels_last)
+    x = x + torch.arange(12, dtype=F64).view(1, 12, 1, 1) * 40.0  # channel means far apart: a naive sum cancels
+    for groups in (1, 3, 12):
+        got = fused.s0_forward(x, w, b, v, groups, 1e-5, "triton")
+        want = fused.s0_forward(x, w, b, v, groups, 1e-5, "torch")
+        check_all(got, want, 1e-11, 1e-12)
+        stats = want[1:]
+        got = fused.s0_backward(cot, x, w, v, *stats, groups, "triton")
+        check_all(got, fused.s0_backward(cot, x, w, v, *stats, groups, "torch"), 1e-10, 1e-12)
+    for training in (True, False):
+        running_got, running_want = rv.clone(), rv.clone()
+        update = {"momentum": 0.3, "correction": 30 / 29}
+        got = fused.b0_forward(x, w, b, v, running_got, training, 1e-3, "triton", **update)
+        want = fused.b0_forward(x, w, b, v, running_want, training, 1e-3, "torch", **update)
+        check_all(got, want, 1e-11, 1e-12)
+        assert_close(running_got, running_want, rtol=1e-14, atol=1e-14)
+        assert training or torch.equal(running_got, rv)
+        stats = (want[1], want[2], want[3], want[4], training)
+        got = fused.b0_backward(cot, x, w, v, *stats, "triton")
+        check_all(got, fused.b0_backward(cot, x, w, v, *stats, "torch"), 1e-10, 1e-12)
+    running_got, running_want = rv.clone(), rv.clone()  # float32 input, float64 running variance
+    fused.b0_forward(x.float(), w, b, v, running_got, True, 1e-3, "triton", momentum=0.1, correction=1.0)
+    fused.b0_forward(x.float(), w, b, v, running_want, True, 1e-3, "torch", momentum=0.1, correction=1.0)
+    assert running_got.dtype == F64
+    assert_close(running_got, running_want, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.interpret
+@needs_interpreter
+def test_interpreter_strided_inputs(strategy):
     x, cot, w, b, v, rv = make((2, 6, 4, 5))
     # H and W swapped in memory: they do not flatten, the kernels read a copy
     xt = x.transpose(2, 3).contiguous().transpose(2, 3)
@@ -327,7 +424,7 @@ def test_interpreter_strided_inputs():
 
 @pytest.mark.interpret
 @needs_interpreter
-def test_interpreter_gradcheck_and_operator():
+def test_interpreter_gradcheck_and_operator(strategy):
     x, cot, w, b, v, rv = make((2, 4, 3, 3))
     gradcheck_float64(lambda *a: evonorm_s0(*a, groups=2, backend="triton"), x, w, b, v, fast_mode=True)
     gradcheck_float64(
@@ -385,7 +482,7 @@ def assert_matches(got, want, tol):
 @pytest.mark.parametrize(("dtype", "tol"), [(F32, 1e-5), (torch.bfloat16, 1e-2)])
 @pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize(("shape", "groups"), [((8, 64, 28, 28), 32), ((4, 96, 7, 7), 8), ((3, 40, 33, 17), 5)])
-def test_cuda_s0_matches_eager(dtype, tol, channels_last, shape, groups):
+def test_cuda_s0_matches_eager(dtype, tol, channels_last, shape, groups, strategy):
     args = make(shape, dtype=dtype, channels_last=channels_last, device="cuda")[:5]
     got = s0_run("triton", groups, *args)
     assert got[0].dtype == dtype
@@ -398,8 +495,8 @@ def test_cuda_s0_matches_eager(dtype, tol, channels_last, shape, groups):
 @pytest.mark.parametrize(("dtype", "tol"), [(F32, 1e-5), (torch.bfloat16, 1e-2)])
 @pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize("training", [True, False])
-@pytest.mark.parametrize("shape", [(8, 64, 28, 28), (16, 96, 7, 7), (3, 40, 33, 17)])
-def test_cuda_b0_matches_eager(dtype, tol, channels_last, training, shape):
+@pytest.mark.parametrize("shape", [(8, 64, 28, 28), (16, 96, 7, 7), (3, 40, 33, 17), (64, 256, 7, 7)])
+def test_cuda_b0_matches_eager(dtype, tol, channels_last, training, shape, strategy):
     args = make(shape, dtype=dtype, channels_last=channels_last, device="cuda")
     got = b0_run("triton", training, *args)
     assert got[0].dtype == dtype
@@ -425,7 +522,7 @@ def test_cuda_auto_takes_the_kernels(monkeypatch):
 @pytest.mark.gpu
 @needs_cuda
 @pytest.mark.compile
-def test_cuda_compile_fullgraph():
+def test_cuda_compile_fullgraph(strategy):
     def step(x, w, b, v, running):
         y = evonorm_s0(x, w, b, v, groups=4, backend="triton")
         return evonorm_b0(y, w, b, v, running, training=True, backend="triton").square().sum()

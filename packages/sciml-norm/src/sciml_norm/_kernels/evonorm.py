@@ -28,9 +28,29 @@ Every backward is also two passes with a finalize step between: one program per 
 reduces the per-(n, c) sums that the parameter gradients and the statistics' cotangents need, a small kernel sums
 those partials over :math:`n` in a fixed order (no atomics: the results are deterministic) and forms the
 coefficients of the statistics' terms, then an element-wise pass writes :math:`\partial L/\partial x`. Only
-:math:`x` and the small statistics are saved for backward, never :math:`y` or intermediates. A training step is
-six kernel launches and the allocation of its outputs: no other PyTorch operation runs on the Triton path, so
-small layers are not bound by the host.
+:math:`x` and the small statistics are saved for backward, never :math:`y` or intermediates.
+
+**Two strategies.** The passes above ("split": six launches per training step, thousands of programs each) suit
+large feature maps, where the step is bound by the GPU's memory traffic. For smaller ones (ResNet-50's 28x28,
+14x14 and 7x7 stages) a step is bound by the host, by the Python cost of each Triton launch, so there the
+"persistent" kernels do each direction in a single launch, with the finalize step inside the program:
+
+* S0: one program per (sample, group) reads the group's :math:`C/G \times H \times W` elements once for the
+  statistics (per-channel shifted sums merged across blocks of channels by Chan's formula) and again for the output
+  (mostly from L2). Its backward reduces the per-channel partials and the group coefficient, then writes
+  :math:`\bar x` in the same program; the partials of the parameter gradients are summed over :math:`n` by one
+  PyTorch reduction (fixed order, deterministic).
+* B0: one program per block of channels owns the whole batch: pass 1 walks the (n, hw) tiles for the instance
+  statistics, merges them into the batch statistics (Chan's formula over blocks of samples) and updates the running
+  variance; pass 2 writes :math:`y`. Its backward keeps the sums over :math:`n` (parameter gradients, the batch
+  coefficient) in registers between its two passes. The per-(n, c) numbers a pass writes and the next one reads
+  back are separated by a barrier of the program's threads.
+
+``STRATEGY`` (module attribute) picks: ``"auto"`` (default) takes the persistent kernels for inputs of at most
+:math:`2^{25}` elements that still give at least 64 programs (or at most :math:`2^{20}` elements), else the split
+passes; ``"split"`` and ``"persistent"`` force one. Both are deterministic and agree to rounding. Either way a
+training step launches nothing but the kernels and allocates nothing but its outputs (the persistent S0 backward
+adds its one reduction over :math:`n`).
 
 Gradients (:math:`g = \partial L/\partial y`; S0 with :math:`s = \sigma(v x)`, :math:`a = x s`, :math:`r` the
 group's inverse std, :math:`\mu_g` its mean, :math:`M = (C/G) H W`):
@@ -85,6 +105,15 @@ _TILE = {"cuda": 2048, "interpret": 1024}  # elements per program tile
 _MAX_BLOCK_HW = 256
 _MAX_BLOCK_C = 64
 _FINALIZE_TILE = 2048  # elements per program of the finalize kernels (statistics and partial sums of N x C numbers)
+
+# Strategy of the Triton path (module docstring, "Two strategies"): "auto", "split" or "persistent".
+STRATEGY = "auto"
+_PERSISTENT_MAX_NUMEL = 1 << 25  # auto: persistent kernels for inputs up to this many elements (host-bound sizes)...
+_PERSISTENT_MIN_PROGRAMS = 64  # ... that give at least this many programs ...
+_PERSISTENT_SMALL_NUMEL = 1 << 20  # ... or are this small anyway
+_PERSISTENT_PROGRAMS = 128  # B0: channel blocks are sized for about this many programs (one wave on an H100)
+_PERSISTENT_TILE = {"cuda": 4096, "interpret": 1024}  # B0: elements per BLOCK_N x BLOCK_C x BLOCK_HW tile
+_PERSISTENT_WARPS = 8  # B0: warps per program (few programs, each streaming N x HW x BLOCK_C elements twice)
 
 
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -715,6 +744,390 @@ def _kernels() -> dict[str, Any]:
             dx += bcoef[:, None] * (x - bmean[:, None])
         tl.store(dx_ptr + n * sdn + cols[:, None] * sdc + hw[None, :] * sdhw, dx.to(dx_ptr.dtype.element_ty), mask=mask)
 
+    # ------------------------------------------------------------------- persistent kernels (one launch per pass)
+
+    @triton.jit
+    def s0_persistent_forward_kernel(
+        x_ptr,
+        y_ptr,
+        w_ptr,
+        b_ptr,
+        v_ptr,
+        mean_ptr,
+        rstd_ptr,
+        HW,
+        G,
+        CPG,
+        sxn,
+        sxc,
+        sxhw,
+        syn,
+        syc,
+        syhw,
+        eps_hi,
+        eps_lo,
+        F64: tl.constexpr,
+        BLOCK_K: tl.constexpr,
+        BLOCK_HW: tl.constexpr,
+    ):
+        # one program per (n, g): the group's statistics (per-channel shifted sums, merged over blocks of channels
+        # by Chan's formula), then the output of the same C/G x HW elements (read again, mostly from L2)
+        pid = tl.program_id(0)
+        n = (pid // G).to(tl.int64)
+        first = (pid % G) * CPG
+        k0 = tl.arange(0, BLOCK_K)
+        hw0 = tl.arange(0, BLOCK_HW)
+        acc = mean_ptr.dtype.element_ty
+        x_row = x_ptr + n * sxn
+        gmean = tl.sum(tl.zeros([BLOCK_K], acc), axis=0)
+        gm2 = tl.sum(tl.zeros([BLOCK_K], acc), axis=0)
+        done = tl.sum(tl.zeros([BLOCK_K], acc), axis=0)  # channels merged so far
+        for kstart in range(0, CPG, BLOCK_K):
+            k_ok = kstart + k0 < CPG
+            chans = first + kstart + k0
+            shift = tl.load(x_row + chans * sxc, mask=k_ok, other=0.0).to(acc)
+            s1 = tl.zeros([BLOCK_K], acc)
+            s2 = tl.zeros([BLOCK_K], acc)
+            for start in range(0, HW, BLOCK_HW):
+                hw = start + hw0
+                mask = k_ok[:, None] & (hw < HW)[None, :]
+                xv = tl.load(x_row + chans[:, None] * sxc + hw[None, :] * sxhw, mask=mask, other=0.0).to(acc)
+                dev = tl.where(mask, xv - shift[:, None], 0.0)
+                s1 += tl.sum(dev, axis=1)
+                s2 += tl.sum(dev * dev, axis=1)
+            cmean = shift + s1 / HW
+            cm2 = tl.maximum(s2 - s1 * (s1 / HW), 0.0)
+            count = tl.minimum(CPG - kstart, BLOCK_K).to(acc)
+            bmean = tl.sum(tl.where(k_ok, cmean, 0.0), axis=0) / count
+            bdev = tl.where(k_ok, cmean - bmean, 0.0)
+            bm2 = tl.sum(tl.where(k_ok, cm2, 0.0), axis=0) + HW * tl.sum(bdev * bdev, axis=0)
+            delta = bmean - gmean
+            total = done + count
+            gmean += delta * (count / total)
+            gm2 += bm2 + delta * delta * (HW * done * count / total)
+            done += count
+        var = gm2 / (CPG * HW)
+        if F64:  # noqa: SIM108
+            rstd = 1.0 / tl.sqrt(var + eps_hi + eps_lo)
+        else:
+            rstd = 1.0 / tl.sqrt_rn(var + eps_hi + eps_lo)
+        tl.store(mean_ptr + pid, gmean)
+        tl.store(rstd_ptr + pid, rstd)
+        y_row = y_ptr + n * syn
+        for kstart in range(0, CPG, BLOCK_K):
+            k_ok = kstart + k0 < CPG
+            chans = first + kstart + k0
+            scale = tl.load(w_ptr + chans, mask=k_ok, other=0.0).to(acc) * rstd
+            b = tl.load(b_ptr + chans, mask=k_ok, other=0.0).to(acc)
+            v = tl.load(v_ptr + chans, mask=k_ok, other=0.0).to(acc)
+            for start in range(0, HW, BLOCK_HW):
+                hw = start + hw0
+                mask = k_ok[:, None] & (hw < HW)[None, :]
+                xv = tl.load(x_row + chans[:, None] * sxc + hw[None, :] * sxhw, mask=mask, other=0.0).to(acc)
+                y = xv * 1.0 / (1.0 + tl.exp(-v[:, None] * xv)) * scale[:, None] + b[:, None]
+                out = y_row + chans[:, None] * syc + hw[None, :] * syhw
+                tl.store(out, y.to(y_ptr.dtype.element_ty), mask=mask)
+
+    @triton.jit
+    def s0_persistent_backward_kernel(
+        g_ptr,
+        x_ptr,
+        dx_ptr,
+        w_ptr,
+        v_ptr,
+        mean_ptr,
+        rstd_ptr,
+        part_ptr,
+        NC,
+        C,
+        HW,
+        G,
+        CPG,
+        sgn,
+        sgc,
+        sghw,
+        sxn,
+        sxc,
+        sxhw,
+        sdn,
+        sdc,
+        sdhw,
+        BLOCK_K: tl.constexpr,
+        BLOCK_HW: tl.constexpr,
+    ):
+        # one program per (n, g): the per-channel partials of the parameter gradients (summed over n afterwards)
+        # and the group's coefficient, kept in registers for the second pass that writes dx
+        pid = tl.program_id(0)
+        n = (pid // G).to(tl.int64)
+        first = (pid % G) * CPG
+        k0 = tl.arange(0, BLOCK_K)
+        hw0 = tl.arange(0, BLOCK_HW)
+        acc = rstd_ptr.dtype.element_ty
+        rstd = tl.load(rstd_ptr + pid)
+        mean = tl.load(mean_ptr + pid)
+        g_row = g_ptr + n * sgn
+        x_row = x_ptr + n * sxn
+        total = tl.sum(tl.zeros([BLOCK_K], acc), axis=0)  # sum over the group of w sum(g a)
+        for kstart in range(0, CPG, BLOCK_K):
+            k_ok = kstart + k0 < CPG
+            chans = first + kstart + k0
+            w = tl.load(w_ptr + chans, mask=k_ok, other=0.0).to(acc)
+            v = tl.load(v_ptr + chans, mask=k_ok, other=0.0).to(acc)
+            sum_ga = tl.zeros([BLOCK_K], acc)
+            sum_g = tl.zeros([BLOCK_K], acc)
+            sum_gvs = tl.zeros([BLOCK_K], acc)
+            for start in range(0, HW, BLOCK_HW):
+                hw = start + hw0
+                mask = k_ok[:, None] & (hw < HW)[None, :]
+                g = tl.load(g_row + chans[:, None] * sgc + hw[None, :] * sghw, mask=mask, other=0.0).to(acc)
+                x = tl.load(x_row + chans[:, None] * sxc + hw[None, :] * sxhw, mask=mask, other=0.0).to(acc)
+                s = 1.0 / (1.0 + tl.exp(-v[:, None] * x))
+                gx = g * x
+                sum_ga += tl.sum(gx * s, axis=1)
+                sum_g += tl.sum(g, axis=1)
+                sum_gvs += tl.sum(gx * x * s * (1.0 - s), axis=1)
+            out = part_ptr + n * C + chans
+            tl.store(out, sum_ga * rstd, mask=k_ok)
+            tl.store(out + NC, sum_g, mask=k_ok)
+            tl.store(out + 2 * NC, w * sum_gvs * rstd, mask=k_ok)
+            total += tl.sum(sum_ga * w, axis=0)
+        coef = -total * (rstd * rstd * rstd) / (CPG * HW)  # pyright: ignore[reportOperatorIssue]
+        dx_row = dx_ptr + n * sdn
+        for kstart in range(0, CPG, BLOCK_K):
+            k_ok = kstart + k0 < CPG
+            chans = first + kstart + k0
+            scale = tl.load(w_ptr + chans, mask=k_ok, other=0.0).to(acc) * rstd
+            v = tl.load(v_ptr + chans, mask=k_ok, other=0.0).to(acc)
+            for start in range(0, HW, BLOCK_HW):
+                hw = start + hw0
+                mask = k_ok[:, None] & (hw < HW)[None, :]
+                g = tl.load(g_row + chans[:, None] * sgc + hw[None, :] * sghw, mask=mask, other=0.0).to(acc)
+                x = tl.load(x_row + chans[:, None] * sxc + hw[None, :] * sxhw, mask=mask, other=0.0).to(acc)
+                vx = v[:, None] * x
+                s = 1.0 / (1.0 + tl.exp(-vx))
+                dx = g * scale[:, None] * (s + vx * s * (1.0 - s)) + coef * (x - mean)
+                out = dx_row + chans[:, None] * sdc + hw[None, :] * sdhw
+                tl.store(out, dx.to(dx_ptr.dtype.element_ty), mask=mask)
+
+    @triton.jit
+    def b0_persistent_forward_kernel(
+        x_ptr,
+        y_ptr,
+        w_ptr,
+        b_ptr,
+        v_ptr,
+        rv_ptr,
+        imean_ptr,
+        istd_ptr,
+        bmean_ptr,
+        left_ptr,
+        bvar_ptr,
+        N,
+        C,
+        HW,
+        sxn,
+        sxc,
+        sxhw,
+        syn,
+        syc,
+        syhw,
+        eps_hi,
+        eps_lo,
+        keep_hi,
+        keep_lo,
+        add_hi,
+        add_lo,
+        TRAINING: tl.constexpr,
+        UPDATE: tl.constexpr,
+        UPDATE_F64: tl.constexpr,
+        F64: tl.constexpr,
+        BLOCK_N: tl.constexpr,
+        BLOCK_C: tl.constexpr,
+        BLOCK_HW: tl.constexpr,
+    ):
+        # one program per block of channels owns the whole batch: pass 1 walks (n, hw) in BLOCK_N x BLOCK_C x
+        # BLOCK_HW tiles for the instance statistics (written out) and merges them into the batch statistics
+        # (Chan's formula over blocks of samples); pass 2 reads the instance std back and writes y
+        cols = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
+        c_ok = cols < C
+        n0 = tl.arange(0, BLOCK_N)
+        hw0 = tl.arange(0, BLOCK_HW)
+        acc = istd_ptr.dtype.element_ty
+        bmean = tl.zeros([BLOCK_C], acc)
+        bm2 = tl.zeros([BLOCK_C], acc)
+        done = tl.sum(tl.zeros([BLOCK_C], acc), axis=0)  # samples merged so far
+        for nstart in range(0, N, BLOCK_N):
+            rows = (nstart + n0).to(tl.int64)
+            ok = (rows < N)[:, None] & c_ok[None, :]
+            base = x_ptr + rows[:, None] * sxn + cols[None, :] * sxc
+            shift = tl.load(base, mask=ok, other=0.0).to(acc)
+            s1 = tl.zeros([BLOCK_N, BLOCK_C], acc)
+            s2 = tl.zeros([BLOCK_N, BLOCK_C], acc)
+            for start in range(0, HW, BLOCK_HW):
+                hw = start + hw0
+                mask = ok[:, :, None] & (hw < HW)[None, None, :]
+                xv = tl.load(base[:, :, None] + hw[None, None, :] * sxhw, mask=mask, other=0.0).to(acc)
+                dev = tl.where(mask, xv - shift[:, :, None], 0.0)
+                s1 += tl.sum(dev, axis=2)
+                s2 += tl.sum(dev * dev, axis=2)
+            imean = shift + s1 / HW
+            im2 = tl.maximum(s2 - s1 * (s1 / HW), 0.0)
+            index = rows[:, None] * C + cols[None, :]
+            tl.store(imean_ptr + index, imean, mask=ok)
+            if F64:
+                tl.store(istd_ptr + index, tl.sqrt(im2 / HW + eps_hi + eps_lo), mask=ok)
+            else:
+                tl.store(istd_ptr + index, tl.sqrt_rn(im2 / HW + eps_hi + eps_lo), mask=ok)
+            if TRAINING:
+                count = tl.minimum(N - nstart, BLOCK_N).to(acc)
+                block_mean = tl.sum(tl.where(ok, imean, 0.0), axis=0) / count
+                bdev = tl.where(ok, imean - block_mean[None, :], 0.0)
+                block_m2 = tl.sum(tl.where(ok, im2, 0.0), axis=0) + HW * tl.sum(bdev * bdev, axis=0)
+                delta = block_mean - bmean
+                total = done + count
+                bmean += delta * (count / total)
+                bm2 += block_m2 + delta * delta * (HW * done * count / total)
+                done += count
+        if TRAINING:
+            bvar = bm2 / (N * HW)
+            if UPDATE:  # r <- (1 - m) r + m n/(n-1) var, in float64 when either side is float64
+                if UPDATE_F64:
+                    rv = tl.load(rv_ptr + cols, mask=c_ok, other=0.0).to(tl.float64)
+                    bv = bvar.to(tl.float64)
+                    new = rv * keep_hi + rv * keep_lo + (bv * add_hi + bv * add_lo)
+                else:
+                    rv = tl.load(rv_ptr + cols, mask=c_ok, other=0.0).to(tl.float32)
+                    new = rv * keep_hi + bvar * add_hi
+                tl.store(rv_ptr + cols, new.to(rv_ptr.dtype.element_ty), mask=c_ok)
+        else:
+            bvar = tl.load(rv_ptr + cols, mask=c_ok, other=1.0).to(acc)
+        if F64:  # noqa: SIM108
+            left = tl.sqrt(bvar + eps_hi + eps_lo)
+        else:
+            left = tl.sqrt_rn(bvar + eps_hi + eps_lo)
+        tl.store(bmean_ptr + cols, bmean, mask=c_ok)
+        tl.store(left_ptr + cols, left, mask=c_ok)
+        tl.store(bvar_ptr + cols, bvar, mask=c_ok)
+        tl.debug_barrier()  # the instance std written above, by other threads of this program, is read below
+        w = tl.load(w_ptr + cols, mask=c_ok, other=0.0).to(acc)
+        b = tl.load(b_ptr + cols, mask=c_ok, other=0.0).to(acc)
+        v = tl.load(v_ptr + cols, mask=c_ok, other=0.0).to(acc)
+        for nstart in range(0, N, BLOCK_N):
+            rows = (nstart + n0).to(tl.int64)
+            ok = (rows < N)[:, None] & c_ok[None, :]
+            istd = tl.load(istd_ptr + rows[:, None] * C + cols[None, :], mask=ok, other=1.0)
+            base = x_ptr + rows[:, None] * sxn + cols[None, :] * sxc
+            y_base = y_ptr + rows[:, None] * syn + cols[None, :] * syc
+            for start in range(0, HW, BLOCK_HW):
+                hw = start + hw0
+                mask = ok[:, :, None] & (hw < HW)[None, None, :]
+                xv = tl.load(base[:, :, None] + hw[None, None, :] * sxhw, mask=mask, other=0.0).to(acc)
+                d = tl.maximum(left[None, :, None], v[None, :, None] * xv + istd[:, :, None])
+                y = xv / d * w[None, :, None] + b[None, :, None]
+                tl.store(y_base[:, :, None] + hw[None, None, :] * syhw, y.to(y_ptr.dtype.element_ty), mask=mask)
+
+    @triton.jit
+    def b0_persistent_backward_kernel(
+        g_ptr,
+        x_ptr,
+        dx_ptr,
+        w_ptr,
+        v_ptr,
+        imean_ptr,
+        istd_ptr,
+        bmean_ptr,
+        left_ptr,
+        tg_ptr,
+        dw_ptr,
+        db_ptr,
+        dv_ptr,
+        N,
+        C,
+        HW,
+        sgn,
+        sgc,
+        sghw,
+        sxn,
+        sxc,
+        sxhw,
+        sdn,
+        sdc,
+        sdhw,
+        TRAINING: tl.constexpr,
+        BLOCK_N: tl.constexpr,
+        BLOCK_C: tl.constexpr,
+        BLOCK_HW: tl.constexpr,
+    ):
+        # one program per block of channels: pass 1 reduces the per-(n, c) sums, keeps their sums over n (the
+        # parameter gradients and the batch coefficient) in registers and writes sum(t gamma) per (n, c); pass 2
+        # reads that back and writes dx
+        cols = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
+        c_ok = cols < C
+        n0 = tl.arange(0, BLOCK_N)
+        hw0 = tl.arange(0, BLOCK_HW)
+        acc = istd_ptr.dtype.element_ty
+        w = tl.load(w_ptr + cols, mask=c_ok, other=0.0).to(acc)
+        v = tl.load(v_ptr + cols, mask=c_ok, other=0.0).to(acc)
+        left = tl.load(left_ptr + cols, mask=c_ok, other=1.0)
+        sum_b = tl.zeros([BLOCK_C], acc)
+        sum_w = tl.zeros([BLOCK_C], acc)
+        sum_v = tl.zeros([BLOCK_C], acc)
+        sum_l = tl.zeros([BLOCK_C], acc)
+        for nstart in range(0, N, BLOCK_N):
+            rows = (nstart + n0).to(tl.int64)
+            ok = (rows < N)[:, None] & c_ok[None, :]
+            index = rows[:, None] * C + cols[None, :]
+            istd = tl.load(istd_ptr + index, mask=ok, other=1.0)
+            g_base = g_ptr + rows[:, None] * sgn + cols[None, :] * sgc
+            x_base = x_ptr + rows[:, None] * sxn + cols[None, :] * sxc
+            tg = tl.zeros([BLOCK_N, BLOCK_C], acc)
+            for start in range(0, HW, BLOCK_HW):
+                hw = start + hw0
+                mask = ok[:, :, None] & (hw < HW)[None, None, :]
+                g = tl.load(g_base[:, :, None] + hw[None, None, :] * sghw, mask=mask, other=0.0).to(acc)
+                x = tl.load(x_base[:, :, None] + hw[None, None, :] * sxhw, mask=mask, other=0.0).to(acc)
+                right = v[None, :, None] * x + istd[:, :, None]
+                d = tl.maximum(left[None, :, None], right)
+                t = tl.where(right > left[None, :, None], 1.0, tl.where(right == left[None, :, None], 0.5, 0.0))
+                gxq = g * x / d
+                gamma = -gxq * w[None, :, None] / d  # dL/dd
+                sum_b += tl.sum(tl.sum(g, axis=2), axis=0)
+                sum_w += tl.sum(tl.sum(gxq, axis=2), axis=0)
+                sum_v += tl.sum(tl.sum(t * gamma * x, axis=2), axis=0)
+                sum_l += tl.sum(tl.sum((1.0 - t) * gamma, axis=2), axis=0)
+                tg += tl.sum(t * gamma, axis=2)
+            tl.store(tg_ptr + index, tg, mask=ok)
+        tl.store(dw_ptr + cols, sum_w, mask=c_ok)
+        tl.store(db_ptr + cols, sum_b, mask=c_ok)
+        tl.store(dv_ptr + cols, sum_v, mask=c_ok)
+        bcoef = sum_l / (N * HW * left)
+        bmean = tl.load(bmean_ptr + cols, mask=c_ok, other=0.0)
+        tl.debug_barrier()  # sum(t gamma) written above, by other threads of this program, is read below
+        for nstart in range(0, N, BLOCK_N):
+            rows = (nstart + n0).to(tl.int64)
+            ok = (rows < N)[:, None] & c_ok[None, :]
+            index = rows[:, None] * C + cols[None, :]
+            istd = tl.load(istd_ptr + index, mask=ok, other=1.0)
+            imean = tl.load(imean_ptr + index, mask=ok, other=0.0)
+            icoef = tl.load(tg_ptr + index, mask=ok, other=0.0) / (HW * istd)  # d istd = sum t gamma
+            g_base = g_ptr + rows[:, None] * sgn + cols[None, :] * sgc
+            x_base = x_ptr + rows[:, None] * sxn + cols[None, :] * sxc
+            dx_base = dx_ptr + rows[:, None] * sdn + cols[None, :] * sdc
+            for start in range(0, HW, BLOCK_HW):
+                hw = start + hw0
+                mask = ok[:, :, None] & (hw < HW)[None, None, :]
+                g = tl.load(g_base[:, :, None] + hw[None, None, :] * sghw, mask=mask, other=0.0).to(acc)
+                x = tl.load(x_base[:, :, None] + hw[None, None, :] * sxhw, mask=mask, other=0.0).to(acc)
+                right = v[None, :, None] * x + istd[:, :, None]
+                d = tl.maximum(left[None, :, None], right)
+                t = tl.where(right > left[None, :, None], 1.0, tl.where(right == left[None, :, None], 0.5, 0.0))
+                gw = g * w[None, :, None] / d
+                dx = gw - t * gw * x / d * v[None, :, None] + icoef[:, :, None] * (x - imean[:, :, None])
+                if TRAINING:
+                    dx += bcoef[None, :, None] * (x - bmean[None, :, None])
+                out = dx_base[:, :, None] + hw[None, None, :] * sdhw
+                tl.store(out, dx.to(dx_ptr.dtype.element_ty), mask=mask)
+
     return {
         "stats": stats_kernel,
         "s0_group": s0_group_kernel,
@@ -727,6 +1140,10 @@ def _kernels() -> dict[str, Any]:
         "b0_reduce": b0_reduce_kernel,
         "b0_grad": b0_grad_kernel,
         "b0_dx": b0_dx_kernel,
+        "s0_persistent_forward": s0_persistent_forward_kernel,
+        "s0_persistent_backward": s0_persistent_backward_kernel,
+        "b0_persistent_forward": b0_persistent_forward_kernel,
+        "b0_persistent_backward": b0_persistent_backward_kernel,
     }
 
 
@@ -754,6 +1171,7 @@ class _Plan(NamedTuple):
     batch_block_c: int
     batch_grid: tuple[int]
     options: dict[str, Any]
+    cuda: bool  # CUDA launch sizes (else the interpreter's)
 
 
 @functools.lru_cache(maxsize=512)
@@ -800,6 +1218,7 @@ def _plan_for(
         (-(-c // batch_c),),
         # explicit, so Triton 3.9 does not warn that its default changes (a warning is an error under pytest)
         {"enable_fp_fusion": True} if cuda else {},
+        cuda,
     )
 
 
@@ -838,6 +1257,87 @@ def _group_plan(n: int, c: int, groups: int, tile: int) -> _GroupPlan:
     _, batch_c = _finalize_blocks(n, c, tile)
     n_cprogs = -(-c // batch_c)
     return _GroupPlan(block_r, block_k, (row_progs,), n_cprogs, (n_cprogs + row_progs,))
+
+
+class _PersistentPlan(NamedTuple):
+    """Whether the persistent kernels run, and their blocks and grid (S0: BLOCK_C is the channels of a group)."""
+
+    use: bool
+    block_n: int
+    block_c: int
+    block_hw: int
+    grid: tuple[int]
+    options: dict[str, Any]
+
+
+def _prev_pow2(n: int) -> int:
+    return 1 << (max(1, n).bit_length() - 1)
+
+
+def _strategy() -> str:
+    if STRATEGY not in ("auto", "split", "persistent"):
+        raise ValueError(
+            f"sciml_norm._kernels.evonorm.STRATEGY must be 'auto', 'split' or 'persistent', got {STRATEGY!r}"
+        )
+    return STRATEGY
+
+
+def _use_persistent(strategy: str, numel: int, programs: int) -> bool:
+    if strategy != "auto":
+        return strategy == "persistent"
+    small = numel <= _PERSISTENT_SMALL_NUMEL
+    return numel <= _PERSISTENT_MAX_NUMEL and (programs >= _PERSISTENT_MIN_PROGRAMS or small)
+
+
+@functools.lru_cache(maxsize=512)
+def _s0_persistent_plan(
+    plan: tuple[int, int, int, int], groups: int, cuda: bool, strategy: str, limits: tuple[int, ...]
+) -> _PersistentPlan:
+    del limits  # part of the key only (tests and sweeps change the module constants)
+    n, c, hw, channel_stride = plan
+    per_group = c // groups
+    block_k, block_hw = _blocks(per_group, hw, channel_stride, cuda)
+    use = _use_persistent(strategy, n * c * hw, n * groups)
+    options: dict[str, Any] = {"enable_fp_fusion": True} if cuda else {}
+    return _PersistentPlan(use, 1, block_k, block_hw, (n * groups,), options)
+
+
+@functools.lru_cache(maxsize=512)
+def _b0_persistent_plan(
+    plan: tuple[int, int, int, int], cuda: bool, strategy: str, limits: tuple[int, ...]
+) -> _PersistentPlan:
+    del limits
+    n, c, hw, _ = plan
+    tile = _PERSISTENT_TILE["cuda" if cuda else "interpret"]
+    block_c = min(_next_pow2(c), _prev_pow2(c // _PERSISTENT_PROGRAMS), tile)
+    block_hw = min(_next_pow2(hw), max(1, tile // block_c))
+    block_n = min(_next_pow2(n), max(1, tile // (block_c * block_hw)))
+    programs = -(-c // block_c)
+    use = _use_persistent(strategy, n * c * hw, programs)
+    options: dict[str, Any] = {"enable_fp_fusion": True, "num_warps": _PERSISTENT_WARPS} if cuda else {}
+    return _PersistentPlan(use, block_n, block_c, block_hw, (programs,), options)
+
+
+def _limits() -> tuple[int, ...]:
+    return (
+        _PERSISTENT_MAX_NUMEL,
+        _PERSISTENT_MIN_PROGRAMS,
+        _PERSISTENT_SMALL_NUMEL,
+        _PERSISTENT_PROGRAMS,
+        _PERSISTENT_TILE["cuda"],
+        _PERSISTENT_TILE["interpret"],
+        _PERSISTENT_WARPS,
+        _TILE["cuda"],
+        _TILE["interpret"],
+    )
+
+
+def _s0_persistent(plan: _Plan, groups: int) -> _PersistentPlan:
+    return _s0_persistent_plan((plan.n, plan.c, plan.hw, plan.sxc), groups, plan.cuda, _strategy(), _limits())
+
+
+def _b0_persistent(plan: _Plan) -> _PersistentPlan:
+    return _b0_persistent_plan((plan.n, plan.c, plan.hw, plan.sxc), plan.cuda, _strategy(), _limits())
 
 
 def _vec(t: Tensor) -> Tensor:
@@ -926,8 +1426,9 @@ def s0_forward(
 ) -> tuple[Tensor, Tensor, Tensor]:
     r"""Fused EvoNorm-S0 forward: :math:`y = x\,\sigma(v x)\, r_{ng}\, w + b`, :math:`r = (s^2_{ng} + \epsilon)^{-1/2}`.
 
-    Per-channel statistics, their combination into group statistics (a finalize kernel), then the element-wise
-    output. No validation (:func:`sciml_norm.evonorm_s0` validates).
+    Per-channel statistics, their combination into group statistics, then the element-wise output: three kernels
+    (split strategy) or one program per (n, g) doing all three (persistent; module docstring). No validation
+    (:func:`sciml_norm.evonorm_s0` validates).
 
     Args:
         x: (N, C, H, W), float16/bfloat16/float32/float64, any memory format.
@@ -954,6 +1455,9 @@ def s0_forward(
     if backend == "triton":
         plan = _plan(x)
         xk = _x_of(x, plan)
+        persistent = _s0_persistent(plan, groups)
+        if persistent.use:
+            return _s0_forward_persistent(xk, weight, bias, v, groups, eps, plan, persistent)
         gplan = _group_plan(n, c, groups, _FINALIZE_TILE)
         kernels = _kernels()
         device = x.device
@@ -1011,6 +1515,90 @@ def s0_forward(
     return y, mean, rstd
 
 
+def _s0_forward_persistent(
+    xk: Tensor, weight: Tensor, bias: Tensor, v: Tensor, groups: int, eps: float, plan: _Plan, pp: _PersistentPlan
+) -> tuple[Tensor, Tensor, Tensor]:
+    """S0 forward in one launch: a program per (n, g) computes the group's statistics, then its output."""
+    work, device = _compute_dtype(xk.dtype), xk.device
+    mean = torch.empty((plan.n, groups), dtype=work, device=device)
+    rstd = torch.empty((plan.n, groups), dtype=work, device=device)
+    y = torch.empty(xk.shape, dtype=xk.dtype, device=device, memory_format=plan.fmt)
+    eps_hi, eps_lo = _split(eps)
+    _kernels()["s0_persistent_forward"][pp.grid](
+        xk,
+        y,
+        _vec(weight),
+        _vec(bias),
+        _vec(v),
+        mean,
+        rstd,
+        plan.hw,
+        groups,
+        plan.c // groups,
+        plan.sxn,
+        plan.sxc,
+        plan.sxhw,
+        plan.syn,
+        plan.syc,
+        plan.syhw,
+        eps_hi,
+        eps_lo,
+        F64=work == torch.float64,
+        BLOCK_K=pp.block_c,
+        BLOCK_HW=pp.block_hw,
+        **pp.options,
+    )
+    return y, mean, rstd
+
+
+def _s0_backward_persistent(
+    gk: Tensor,
+    grad_strides: tuple[int, int, int],
+    xk: Tensor,
+    weight: Tensor,
+    v: Tensor,
+    mean: Tensor,
+    rstd: Tensor,
+    groups: int,
+    plan: _Plan,
+    pp: _PersistentPlan,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """S0 backward in one launch (a program per (n, g)) and one sum over n of the parameter-gradient partials."""
+    n, c = plan.n, plan.c
+    partials = torch.empty((3, n, c), dtype=rstd.dtype, device=xk.device)
+    dx = torch.empty(xk.shape, dtype=xk.dtype, device=xk.device, memory_format=plan.fmt)
+    sgn, sgc, sghw = grad_strides
+    _kernels()["s0_persistent_backward"][pp.grid](
+        gk,
+        xk,
+        dx,
+        _vec(weight),
+        _vec(v),
+        mean,
+        rstd,
+        partials,
+        n * c,
+        c,
+        plan.hw,
+        groups,
+        c // groups,
+        sgn,
+        sgc,
+        sghw,
+        plan.sxn,
+        plan.sxc,
+        plan.sxhw,
+        plan.syn,
+        plan.syc,
+        plan.syhw,
+        BLOCK_K=pp.block_c,
+        BLOCK_HW=pp.block_hw,
+        **pp.options,
+    )
+    grad_weight, grad_bias, grad_v = partials.sum(dim=1).unbind(0)  # a fixed-order sum over n (deterministic)
+    return dx, grad_weight, grad_bias, grad_v
+
+
 def _s0_backward_triton(
     grad: Tensor, x: Tensor, weight: Tensor, v: Tensor, mean: Tensor, rstd: Tensor, groups: int
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -1018,6 +1606,9 @@ def _s0_backward_triton(
     plan = _plan(x)
     xk = _x_of(x, plan)
     gk, (sgn, sgc, sghw) = _strided(grad)
+    persistent = _s0_persistent(plan, groups)
+    if persistent.use:
+        return _s0_backward_persistent(gk, (sgn, sgc, sghw), xk, weight, v, mean, rstd, groups, plan, persistent)
     gplan = _group_plan(n, c, groups, _FINALIZE_TILE)
     kernels = _kernels()
     work, device = rstd.dtype, x.device
@@ -1117,7 +1708,8 @@ def s0_backward(
     Pass 1 reduces, per (n, c), :math:`\sum g a`, :math:`\sum g` and :math:`\sum g x^2 s(1-s)`
     (:math:`s = \sigma(vx)`, :math:`a = x s`); a finalize step turns these :math:`N \times C` numbers into
     :math:`\bar w, \bar b, \bar v` and the per-group coefficient :math:`-r^3 \sum_{c \in g} w_c \sum g a / M`;
-    pass 2 writes :math:`\bar x`. No validation.
+    pass 2 writes :math:`\bar x` (the persistent strategy does all of it per (n, g) in one program, then sums the
+    parameter partials over :math:`n`). No validation.
 
     Args:
         grad: (N, C, H, W) cotangent of ``y``, any strides.
@@ -1189,8 +1781,9 @@ def b0_forward(
     :math:`\ell_c = \sqrt{s^2_c + \varepsilon}` with the batch variance over (N, H, W) in training, the running
     variance in evaluation. Both variances come from one statistics pass (per-(n, c) sums, combined over n by a
     finalize step). The running variance is updated in place only when ``momentum`` is given (in training):
-    :math:`r \leftarrow (1 - m) r + m \cdot \text{correction} \cdot s^2_c` (the Triton path does it in the finalize
-    kernel); the operators leave it alone and the caller updates it from the returned batch variance.
+    :math:`r \leftarrow (1 - m) r + m \cdot \text{correction} \cdot s^2_c` (the Triton path does it in the kernel
+    that finalizes the batch statistics); the operators leave it alone and the caller updates it from the returned
+    batch variance. The persistent strategy does it all in one launch, a program per block of channels.
 
     Args:
         x: (N, C, H, W), float16/bfloat16/float32/float64, any memory format.
@@ -1223,6 +1816,11 @@ def b0_forward(
     if backend == "triton":
         plan = _plan(x)
         xk = _x_of(x, plan)
+        persistent = _b0_persistent(plan)
+        if persistent.use:
+            return _b0_forward_persistent(
+                xk, weight, bias, v, running_var, training, eps, momentum, correction, plan, persistent
+            )
         kernels = _kernels()
         device = x.device
         imean = torch.empty((n, c), dtype=work, device=device)
@@ -1300,6 +1898,128 @@ def b0_forward(
     return y, imean, istd, bmean, left, bvar
 
 
+def _b0_forward_persistent(
+    xk: Tensor,
+    weight: Tensor,
+    bias: Tensor,
+    v: Tensor,
+    running_var: Tensor,
+    training: bool,
+    eps: float,
+    momentum: float | None,
+    correction: float,
+    plan: _Plan,
+    pp: _PersistentPlan,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """B0 forward in one launch: a program per block of channels, over the whole batch (statistics, then y)."""
+    n, c = plan.n, plan.c
+    work, device = _compute_dtype(xk.dtype), xk.device
+    imean = torch.empty((n, c), dtype=work, device=device)
+    istd = torch.empty((n, c), dtype=work, device=device)
+    bmean = torch.empty((c,), dtype=work, device=device)
+    left = torch.empty((c,), dtype=work, device=device)
+    bvar = torch.empty((c,), dtype=work, device=device)
+    y = torch.empty(xk.shape, dtype=xk.dtype, device=device, memory_format=plan.fmt)
+    eps_hi, eps_lo = _split(eps)
+    keep_hi, keep_lo = _split(1.0 - momentum) if momentum is not None else (1.0, 0.0)
+    add_hi, add_lo = _split(momentum * correction) if momentum is not None else (0.0, 0.0)
+    _kernels()["b0_persistent_forward"][pp.grid](
+        xk,
+        y,
+        _vec(weight),
+        _vec(bias),
+        _vec(v),
+        running_var,
+        imean,
+        istd,
+        bmean,
+        left,
+        bvar,
+        n,
+        c,
+        plan.hw,
+        plan.sxn,
+        plan.sxc,
+        plan.sxhw,
+        plan.syn,
+        plan.syc,
+        plan.syhw,
+        eps_hi,
+        eps_lo,
+        keep_hi,
+        keep_lo,
+        add_hi,
+        add_lo,
+        TRAINING=training,
+        UPDATE=training and momentum is not None,
+        UPDATE_F64=work == torch.float64 or running_var.dtype == torch.float64,
+        F64=work == torch.float64,
+        BLOCK_N=pp.block_n,
+        BLOCK_C=pp.block_c,
+        BLOCK_HW=pp.block_hw,
+        **pp.options,
+    )
+    return y, imean, istd, bmean, left, bvar
+
+
+def _b0_backward_persistent(
+    gk: Tensor,
+    grad_strides: tuple[int, int, int],
+    xk: Tensor,
+    weight: Tensor,
+    v: Tensor,
+    instance_mean: Tensor,
+    instance_std: Tensor,
+    batch_mean: Tensor,
+    left: Tensor,
+    training: bool,
+    plan: _Plan,
+    pp: _PersistentPlan,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """B0 backward in one launch: a program per block of channels reduces over the batch, then writes dx."""
+    n, c = plan.n, plan.c
+    work, device = left.dtype, xk.device
+    tg = torch.empty((n, c), dtype=work, device=device)  # per (n, c): sum of t gamma, read back by pass 2
+    grad_weight = torch.empty((c,), dtype=work, device=device)
+    grad_bias = torch.empty((c,), dtype=work, device=device)
+    grad_v = torch.empty((c,), dtype=work, device=device)
+    dx = torch.empty(xk.shape, dtype=xk.dtype, device=device, memory_format=plan.fmt)
+    sgn, sgc, sghw = grad_strides
+    _kernels()["b0_persistent_backward"][pp.grid](
+        gk,
+        xk,
+        dx,
+        _vec(weight),
+        _vec(v),
+        instance_mean,
+        instance_std,
+        batch_mean,
+        left,
+        tg,
+        grad_weight,
+        grad_bias,
+        grad_v,
+        n,
+        c,
+        plan.hw,
+        sgn,
+        sgc,
+        sghw,
+        plan.sxn,
+        plan.sxc,
+        plan.sxhw,
+        plan.syn,
+        plan.syc,
+        plan.syhw,
+        TRAINING=training,
+        BLOCK_N=pp.block_n,
+        BLOCK_C=pp.block_c,
+        BLOCK_HW=pp.block_hw,
+        **pp.options,
+    )
+    return dx, grad_weight, grad_bias, grad_v
+
+
 def _b0_backward_triton(
     grad: Tensor,
     x: Tensor,
@@ -1315,6 +2035,22 @@ def _b0_backward_triton(
     plan = _plan(x)
     xk = _x_of(x, plan)
     gk, (sgn, sgc, sghw) = _strided(grad)
+    persistent = _b0_persistent(plan)
+    if persistent.use:
+        return _b0_backward_persistent(
+            gk,
+            (sgn, sgc, sghw),
+            xk,
+            weight,
+            v,
+            instance_mean,
+            instance_std,
+            batch_mean,
+            left,
+            training,
+            plan,
+            persistent,
+        )
     kernels = _kernels()
     work, device = left.dtype, x.device
     weight, v = _vec(weight), _vec(v)
@@ -1505,8 +2241,14 @@ def _(
 def evonorm_s0_bwd_op(
     grad: Tensor, x: Tensor, weight: Tensor, v: Tensor, mean: Tensor, rstd: Tensor, groups: int, backend: str
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """The S0 backward operator: :func:`s0_backward`."""
-    return s0_backward(grad, x, weight, v, mean, rstd, groups, backend)
+    """The S0 backward operator: :func:`s0_backward`.
+
+    The persistent kernels return the parameter gradients as rows of one (3, C) sum; an operator's outputs may not
+    alias each other, so they are copied here (the eager path keeps the views).
+    """
+    dx, *grads = s0_backward(grad, x, weight, v, mean, rstd, groups, backend)
+    grad_weight, grad_bias, grad_v = (t.clone() if t._base is not None else t for t in grads)
+    return dx, grad_weight, grad_bias, grad_v
 
 
 @evonorm_s0_bwd_op.register_fake

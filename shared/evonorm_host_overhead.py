@@ -1,0 +1,76 @@
+"""Host-side cost of one fused EvoNorm training step, per strategy, measured on a machine without a GPU.
+
+Usage (repository root)::
+
+    uv run python shared/evonorm_host_overhead.py [--shape 64x2048x7x7] [--steps 300]
+
+The stand-in CUDA driver of ``triton_compile_check.py`` makes every launch ``JITFunction.run(..., warmup=True)``: the
+kernels are compiled once for sm_90, and every later call goes through Triton's whole Python launch path (argument
+binding, specialization key, cache lookup) up to, but not including, the driver call. One step is the layer's
+forward and ``torch.autograd.grad`` for the input and the three parameters, on CPU tensors (allocations are host
+work too). What this leaves out is the part of a launch below Python (the C launcher and ``cuLaunchKernel``, a few
+microseconds each), so it is a lower bound on the host time of a real step; the GPU time is not modelled at all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+os.environ.pop("TRITON_INTERPRET", None)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import torch
+from triton_compile_check import install_fake_driver
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--shape", default="64x2048x7x7", help="N x C x H x W")
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--groups", type=int, default=32)
+    args = parser.parse_args(argv)
+    shape = tuple(int(p) for p in args.shape.split("x"))
+    install_fake_driver(90)
+    from sciml_norm._kernels import evonorm as kern
+
+    plan_for = kern._plan_for
+    kern._plan = lambda x: plan_for(  # CUDA launch sizes for CPU tensors
+        x.shape, x.stride(), True, kern._TILE["cuda"], kern._MAX_BLOCK_HW, kern._MAX_BLOCK_C, kern._FINALIZE_TILE
+    )
+    x = torch.randn(shape, requires_grad=True)
+    c = shape[1]
+    params = [torch.full((c,), f, requires_grad=True) for f in (1.0, 0.0, 1.0)]
+    running = torch.ones(c)
+    cotangent = torch.randn(shape)
+    inputs = [x, *params]
+
+    def s0() -> None:
+        y = kern.evonorm_s0_fused(x, *params, args.groups, 1e-5, "triton")
+        torch.autograd.grad(y, inputs, cotangent)
+
+    def b0() -> None:
+        y = kern.evonorm_b0_fused(x, *params, running, True, 0.1, 1e-3, True, "triton")
+        torch.autograd.grad(y, inputs, cotangent)
+
+    print(f"host time of one training step (forward + backward), {args.shape}, median of 5 x {args.steps} steps")
+    for name, step in (("S0", s0), ("B0", b0)):
+        for strategy in ("split", "persistent"):
+            kern.STRATEGY = strategy
+            step()  # compile
+            times = []
+            for _ in range(5):
+                start = time.perf_counter()
+                for _ in range(args.steps):
+                    step()
+                times.append((time.perf_counter() - start) / args.steps * 1e6)
+            print(f"  {name} {strategy:>10}: {statistics.median(times):7.1f} us")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
