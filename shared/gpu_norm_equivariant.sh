@@ -3,10 +3,10 @@
 # timm, pytest preinstalled; no uv, no network). Run from the repository root:
 #     OUT=/some/dir bash shared/gpu_norm_equivariant.sh
 # Steps, in order of priority, each under its own time limit so that one slow step cannot starve the rest:
-# the gpu-marked tests of both packages (both EvoNorm strategies), the fused EvoNorm benchmark (NCHW, then
+# the gpu-marked tests of sciml-norm (both EvoNorm strategies), the fused EvoNorm benchmark (NCHW, then
 # channels-last; default and split strategies side by side), the sweep of the persistent EvoNorm kernels' launch
-# constants (PERSISTENT_SWEEP=0 skips it); with GAUNT=1 the Gaunt benchmark against e3nn and the Gaunt kernel's
-# block sweep; with COMPILED=1 the EvoNorm benchmark under torch.compile(mode="reduce-overhead"), with
+# constants (PERSISTENT_SWEEP=0 skips it); with GAUNT=1 the gpu-marked tests of sciml-equivariant, the Gaunt
+# benchmark against e3nn and the Gaunt kernel's block sweep; with COMPILED=1 the EvoNorm benchmark under torch.compile(mode="reduce-overhead"), with
 # SWEEP_EVONORM=1 the split kernels' tile sweep, with OTHERS=1 the gpu-marked tests of the other packages.
 # Logs and JSON go to
 # $OUT/work, which is packed into $OUT/results.tar.gz at the end (the machine returns at most 8 files).
@@ -42,15 +42,15 @@ step() {  # step NAME SECONDS COMMAND...
 cat "$WORK/machine.txt"
 
 PYTEST=("$PY" -m pytest -p no:cacheprovider -q -m gpu -o addopts="" --import-mode=importlib -W "ignore::DeprecationWarning")
-step pytest-norm-eq 120 "${PYTEST[@]}" packages/sciml-norm/tests packages/sciml-equivariant/tests \
-    --junitxml="$WORK/pytest-norm-eq.xml"
+step pytest-norm 240 "${PYTEST[@]}" packages/sciml-norm/tests --junitxml="$WORK/pytest-norm.xml"
 step evonorm-nchw 90 "$PY" packages/sciml-norm/benchmarks/bench_evonorm_gpu.py "$WORK/evonorm-nchw.json"
 step evonorm-cl 70 "$PY" packages/sciml-norm/benchmarks/bench_evonorm_gpu.py "$WORK/evonorm-cl.json" --channels-last
 if [ "${PERSISTENT_SWEEP:-1}" = 1 ]; then
-    step sweep-persistent 150 "$PY" packages/sciml-norm/benchmarks/sweep_evonorm_persistent.py \
-        "$WORK/sweep-persistent.json" --budget 110
+    step sweep-persistent 130 "$PY" packages/sciml-norm/benchmarks/sweep_evonorm_persistent.py \
+        "$WORK/sweep-persistent.json" --budget 100
 fi
 if [ "${GAUNT:-0}" = 1 ]; then
+    step pytest-eq 120 "${PYTEST[@]}" packages/sciml-equivariant/tests --junitxml="$WORK/pytest-eq.xml"
     step gaunt 90 "$PY" packages/sciml-equivariant/benchmarks/bench_gaunt_gpu.py "$WORK/gaunt-cuda.json"
     step sweep-gaunt 60 "$PY" packages/sciml-equivariant/benchmarks/sweep_gaunt_blocks.py "$WORK/sweep-gaunt.json"
 fi
@@ -67,8 +67,8 @@ if [ "${OTHERS:-0}" = 1 ]; then
 fi
 
 rm -rf "$SITE"
-for f in pytest-norm-eq evonorm-nchw evonorm-cl sweep-persistent gaunt sweep-gaunt evonorm-compiled sweep-evonorm \
-    pytest-others; do
+for f in pytest-norm evonorm-nchw evonorm-cl sweep-persistent pytest-eq gaunt sweep-gaunt evonorm-compiled \
+    sweep-evonorm pytest-others; do
     echo "---------------- $f (tail)"
     tail -n 40 "$WORK/$f.log" 2>/dev/null
 done

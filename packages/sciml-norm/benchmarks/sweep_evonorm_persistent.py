@@ -56,6 +56,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("json", type=Path)
     parser.add_argument("--budget", type=float, default=150.0)
     args = parser.parse_args(argv)
+    if not torch.cuda.is_available():
+        raise SystemExit("sweep_evonorm_persistent.py needs a CUDA device")
     deadline = time.monotonic() + args.budget
     device = torch.device("cuda")
     defaults = {
@@ -97,7 +99,7 @@ def main(argv: list[str] | None = None) -> None:
             def step(layer=layer):
                 torch.autograd.grad(layer(), (x, w, b, v), g)
 
-            for strategy, config in [("split", {})] + [("persistent", c) for c in configs]:
+            for strategy, config in [("split", {})] + [("persistent", config) for config in configs]:
                 if time.monotonic() > deadline:
                     break
                 kern.STRATEGY = strategy
