@@ -10,6 +10,9 @@ binding, specialization key, cache lookup) up to, but not including, the driver 
 forward and ``torch.autograd.grad`` for the input and the three parameters, on CPU tensors (allocations are host
 work too). What this leaves out is the part of a launch below Python (the C launcher and ``cuLaunchKernel``, a few
 microseconds each), so it is a lower bound on the host time of a real step; the GPU time is not modelled at all.
+
+For scale, the same process times BatchNorm2d+ReLU's training step on a tiny CPU input (2x64x1x2: its dispatch and
+autograd cost, next to nothing computed). The contenders are timed in interleaved rounds; the median is reported.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shape", default="64x2048x7x7", help="N x C x H x W")
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--groups", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=9)
     args = parser.parse_args(argv)
     shape = tuple(int(p) for p in args.shape.split("x"))
     install_fake_driver(90)
@@ -57,18 +61,39 @@ def main(argv: list[str] | None = None) -> int:
         y = kern.evonorm_b0_fused(x, *params, running, True, 0.1, 1e-3, True, "triton")
         torch.autograd.grad(y, inputs, cotangent)
 
-    print(f"host time of one training step (forward + backward), {args.shape}, median of 5 x {args.steps} steps")
-    for name, step in (("S0", s0), ("B0", b0)):
-        for strategy in ("split", "persistent"):
+    bn = torch.nn.Sequential(torch.nn.BatchNorm2d(64), torch.nn.ReLU(inplace=True))
+    x_bn = torch.randn(2, 64, 1, 2, requires_grad=True)
+    g_bn = torch.randn(2, 64, 1, 2)
+    bn_inputs = [x_bn, *bn.parameters()]
+
+    def bn_relu() -> None:
+        torch.autograd.grad(bn(x_bn), bn_inputs, g_bn)
+
+    contenders = {
+        "S0 split": (s0, "split"),
+        "S0 persistent": (s0, "persistent"),
+        "B0 split": (b0, "split"),
+        "B0 persistent": (b0, "persistent"),
+        "BatchNorm2d+ReLU (CPU, 2x64x1x2)": (bn_relu, "auto"),
+    }
+    times: dict[str, list[float]] = {name: [] for name in contenders}
+    for step, strategy in contenders.values():  # compile and warm up
+        kern.STRATEGY = strategy
+        for _ in range(20):
+            step()
+    for _ in range(args.rounds):
+        for name, (step, strategy) in contenders.items():
             kern.STRATEGY = strategy
-            step()  # compile
-            times = []
-            for _ in range(5):
-                start = time.perf_counter()
-                for _ in range(args.steps):
-                    step()
-                times.append((time.perf_counter() - start) / args.steps * 1e6)
-            print(f"  {name} {strategy:>10}: {statistics.median(times):7.1f} us")
+            start = time.perf_counter()
+            for _ in range(args.steps):
+                step()
+            times[name].append((time.perf_counter() - start) / args.steps * 1e6)
+    reference = statistics.median(times["BatchNorm2d+ReLU (CPU, 2x64x1x2)"])
+    print(f"host time of one training step (forward + backward), {args.shape}, median of {args.rounds} rounds of "
+          f"{args.steps} steps")  # fmt: skip
+    for name, values in times.items():
+        median = statistics.median(values)
+        print(f"  {name:>34}: {median:7.1f} us  ({median / reference:4.2f}x BatchNorm2d+ReLU)")
     return 0
 
 

@@ -49,8 +49,10 @@ large feature maps, where the step is bound by the GPU's memory traffic. For sma
 ``STRATEGY`` (module attribute) picks: ``"auto"`` (default) takes the persistent kernels for inputs of at most
 :math:`2^{25}` elements that still give at least 64 programs (or at most :math:`2^{20}` elements), else the split
 passes; ``"split"`` and ``"persistent"`` force one. Both are deterministic and agree to rounding. Either way a
-training step launches nothing but the kernels and allocates nothing but its outputs (the persistent S0 backward
-adds its one reduction over :math:`n`).
+training step launches nothing but the kernels and allocates nothing but its outputs. The persistent path also
+keeps the host work per step small: each forward writes its statistics into one buffer that the eager autograd path
+saves whole, the parameter gradients are rows of one buffer, and the S0 backward adds its one reduction over
+:math:`n`. The registered operators copy outputs that would share storage (an operator's outputs may not alias).
 
 Gradients (:math:`g = \partial L/\partial y`; S0 with :math:`s = \sigma(v x)`, :math:`a = x s`, :math:`r` the
 group's inverse std, :math:`\mu_g` its mean, :math:`M = (C/G) H W`):
@@ -753,8 +755,7 @@ def _kernels() -> dict[str, Any]:
         w_ptr,
         b_ptr,
         v_ptr,
-        mean_ptr,
-        rstd_ptr,
+        stats_ptr,
         HW,
         G,
         CPG,
@@ -771,13 +772,14 @@ def _kernels() -> dict[str, Any]:
         BLOCK_HW: tl.constexpr,
     ):
         # one program per (n, g): the group's statistics (per-channel shifted sums, merged over blocks of channels
-        # by Chan's formula), then the output of the same C/G x HW elements (read again, mostly from L2)
+        # by Chan's formula), then the output of the same C/G x HW elements (read again, mostly from L2).
+        # stats_ptr: the (N, G) means, then the (N, G) inverse standard deviations
         pid = tl.program_id(0)
         n = (pid // G).to(tl.int64)
         first = (pid % G) * CPG
         k0 = tl.arange(0, BLOCK_K)
         hw0 = tl.arange(0, BLOCK_HW)
-        acc = mean_ptr.dtype.element_ty
+        acc = stats_ptr.dtype.element_ty
         x_row = x_ptr + n * sxn
         gmean = tl.sum(tl.zeros([BLOCK_K], acc), axis=0)
         gm2 = tl.sum(tl.zeros([BLOCK_K], acc), axis=0)
@@ -811,8 +813,8 @@ def _kernels() -> dict[str, Any]:
             rstd = 1.0 / tl.sqrt(var + eps_hi + eps_lo)
         else:
             rstd = 1.0 / tl.sqrt_rn(var + eps_hi + eps_lo)
-        tl.store(mean_ptr + pid, gmean)
-        tl.store(rstd_ptr + pid, rstd)
+        tl.store(stats_ptr + pid, gmean)
+        tl.store(stats_ptr + tl.num_programs(0) + pid, rstd)
         y_row = y_ptr + n * syn
         for kstart in range(0, CPG, BLOCK_K):
             k_ok = kstart + k0 < CPG
@@ -837,6 +839,8 @@ def _kernels() -> dict[str, Any]:
         v_ptr,
         mean_ptr,
         rstd_ptr,
+        mean_offset,
+        rstd_offset,
         part_ptr,
         NC,
         C,
@@ -863,8 +867,8 @@ def _kernels() -> dict[str, Any]:
         k0 = tl.arange(0, BLOCK_K)
         hw0 = tl.arange(0, BLOCK_HW)
         acc = rstd_ptr.dtype.element_ty
-        rstd = tl.load(rstd_ptr + pid)
-        mean = tl.load(mean_ptr + pid)
+        rstd = tl.load(rstd_ptr + rstd_offset + pid)
+        mean = tl.load(mean_ptr + mean_offset + pid)
         g_row = g_ptr + n * sgn
         x_row = x_ptr + n * sxn
         total = tl.sum(tl.zeros([BLOCK_K], acc), axis=0)  # sum over the group of w sum(g a)
@@ -917,11 +921,7 @@ def _kernels() -> dict[str, Any]:
         b_ptr,
         v_ptr,
         rv_ptr,
-        imean_ptr,
-        istd_ptr,
-        bmean_ptr,
-        left_ptr,
-        bvar_ptr,
+        stats_ptr,
         N,
         C,
         HW,
@@ -947,12 +947,18 @@ def _kernels() -> dict[str, Any]:
     ):
         # one program per block of channels owns the whole batch: pass 1 walks (n, hw) in BLOCK_N x BLOCK_C x
         # BLOCK_HW tiles for the instance statistics (written out) and merges them into the batch statistics
-        # (Chan's formula over blocks of samples); pass 2 reads the instance std back and writes y
+        # (Chan's formula over blocks of samples); pass 2 reads the instance std back and writes y. stats_ptr
+        # holds, one after the other: instance mean (N, C), instance std (N, C), batch mean, left, batch var (C,)
+        imean_ptr = stats_ptr
+        istd_ptr = stats_ptr + N * C
+        bmean_ptr = stats_ptr + 2 * N * C
+        left_ptr = bmean_ptr + C
+        bvar_ptr = bmean_ptr + 2 * C
         cols = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
         c_ok = cols < C
         n0 = tl.arange(0, BLOCK_N)
         hw0 = tl.arange(0, BLOCK_HW)
-        acc = istd_ptr.dtype.element_ty
+        acc = stats_ptr.dtype.element_ty
         bmean = tl.zeros([BLOCK_C], acc)
         bm2 = tl.zeros([BLOCK_C], acc)
         done = tl.sum(tl.zeros([BLOCK_C], acc), axis=0)  # samples merged so far
@@ -1037,10 +1043,12 @@ def _kernels() -> dict[str, Any]:
         istd_ptr,
         bmean_ptr,
         left_ptr,
+        imean_offset,
+        istd_offset,
+        bmean_offset,
+        left_offset,
         tg_ptr,
-        dw_ptr,
-        db_ptr,
-        dv_ptr,
+        grads_ptr,
         N,
         C,
         HW,
@@ -1060,7 +1068,12 @@ def _kernels() -> dict[str, Any]:
     ):
         # one program per block of channels: pass 1 reduces the per-(n, c) sums, keeps their sums over n (the
         # parameter gradients and the batch coefficient) in registers and writes sum(t gamma) per (n, c); pass 2
-        # reads that back and writes dx
+        # reads that back and writes dx. The statistics may live in one buffer (the forward's), at the offsets
+        # given; grads_ptr takes the weight, bias and v gradients one after the other
+        imean_ptr += imean_offset
+        istd_ptr += istd_offset
+        bmean_ptr += bmean_offset
+        left_ptr += left_offset
         cols = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
         c_ok = cols < C
         n0 = tl.arange(0, BLOCK_N)
@@ -1097,9 +1110,9 @@ def _kernels() -> dict[str, Any]:
                 sum_l += tl.sum(tl.sum((1.0 - t) * gamma, axis=2), axis=0)
                 tg += tl.sum(t * gamma, axis=2)
             tl.store(tg_ptr + index, tg, mask=ok)
-        tl.store(dw_ptr + cols, sum_w, mask=c_ok)
-        tl.store(db_ptr + cols, sum_b, mask=c_ok)
-        tl.store(dv_ptr + cols, sum_v, mask=c_ok)
+        tl.store(grads_ptr + cols, sum_w, mask=c_ok)
+        tl.store(grads_ptr + C + cols, sum_b, mask=c_ok)
+        tl.store(grads_ptr + 2 * C + cols, sum_v, mask=c_ok)
         bcoef = sum_l / (N * HW * left)
         bmean = tl.load(bmean_ptr + cols, mask=c_ok, other=0.0)
         tl.debug_barrier()  # sum(t gamma) written above, by other threads of this program, is read below
@@ -1457,7 +1470,9 @@ def s0_forward(
         xk = _x_of(x, plan)
         persistent = _s0_persistent(plan, groups)
         if persistent.use:
-            return _s0_forward_persistent(xk, weight, bias, v, groups, eps, plan, persistent)
+            y, stats = _s0_forward_persistent_packed(xk, weight, bias, v, groups, eps, plan, persistent)
+            mean, rstd = stats.unbind(0)
+            return y, mean, rstd
         gplan = _group_plan(n, c, groups, _FINALIZE_TILE)
         kernels = _kernels()
         device = x.device
@@ -1515,13 +1530,15 @@ def s0_forward(
     return y, mean, rstd
 
 
-def _s0_forward_persistent(
+def _s0_forward_persistent_packed(
     xk: Tensor, weight: Tensor, bias: Tensor, v: Tensor, groups: int, eps: float, plan: _Plan, pp: _PersistentPlan
-) -> tuple[Tensor, Tensor, Tensor]:
-    """S0 forward in one launch: a program per (n, g) computes the group's statistics, then its output."""
+) -> tuple[Tensor, Tensor]:
+    """S0 forward in one launch: a program per (n, g) computes the group's statistics, then its output.
+
+    Returns ``y`` and the statistics as one (2, N, G) buffer: group means, then inverse standard deviations.
+    """
     work, device = _compute_dtype(xk.dtype), xk.device
-    mean = torch.empty((plan.n, groups), dtype=work, device=device)
-    rstd = torch.empty((plan.n, groups), dtype=work, device=device)
+    stats = torch.empty((2, plan.n, groups), dtype=work, device=device)
     y = torch.empty(xk.shape, dtype=xk.dtype, device=device, memory_format=plan.fmt)
     eps_hi, eps_lo = _split(eps)
     _kernels()["s0_persistent_forward"][pp.grid](
@@ -1530,8 +1547,7 @@ def _s0_forward_persistent(
         _vec(weight),
         _vec(bias),
         _vec(v),
-        mean,
-        rstd,
+        stats,
         plan.hw,
         groups,
         plan.c // groups,
@@ -1548,7 +1564,7 @@ def _s0_forward_persistent(
         BLOCK_HW=pp.block_hw,
         **pp.options,
     )
-    return y, mean, rstd
+    return y, stats
 
 
 def _s0_backward_persistent(
@@ -1562,8 +1578,13 @@ def _s0_backward_persistent(
     groups: int,
     plan: _Plan,
     pp: _PersistentPlan,
+    offsets: tuple[int, int] = (0, 0),
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """S0 backward in one launch (a program per (n, g)) and one sum over n of the parameter-gradient partials."""
+    """S0 backward in one launch (a program per (n, g)) and one sum over n of the parameter-gradient partials.
+
+    ``mean`` and ``rstd`` are read at ``offsets`` (elements) from their pointers (both the forward's buffer, or
+    separate tensors at offset 0).
+    """
     n, c = plan.n, plan.c
     partials = torch.empty((3, n, c), dtype=rstd.dtype, device=xk.device)
     dx = torch.empty(xk.shape, dtype=xk.dtype, device=xk.device, memory_format=plan.fmt)
@@ -1576,6 +1597,7 @@ def _s0_backward_persistent(
         _vec(v),
         mean,
         rstd,
+        *offsets,
         partials,
         n * c,
         c,
@@ -1597,6 +1619,19 @@ def _s0_backward_persistent(
     )
     grad_weight, grad_bias, grad_v = partials.sum(dim=1).unbind(0)  # a fixed-order sum over n (deterministic)
     return dx, grad_weight, grad_bias, grad_v
+
+
+def _s0_backward_packed(
+    grad: Tensor, x: Tensor, weight: Tensor, v: Tensor, stats: Tensor, groups: int
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The persistent backward reading the statistics from the persistent forward's (2, N, G) buffer."""
+    plan = _plan(x)
+    gk, strides = _strided(grad)
+    offsets = (0, plan.n * groups)
+    persistent = _s0_persistent(plan, groups)
+    return _s0_backward_persistent(
+        gk, strides, _x_of(x, plan), weight, v, stats, stats, groups, plan, persistent, offsets
+    )
 
 
 def _s0_backward_triton(
@@ -1818,9 +1853,10 @@ def b0_forward(
         xk = _x_of(x, plan)
         persistent = _b0_persistent(plan)
         if persistent.use:
-            return _b0_forward_persistent(
+            y, stats = _b0_forward_persistent_packed(
                 xk, weight, bias, v, running_var, training, eps, momentum, correction, plan, persistent
             )
+            return (y, *_b0_stats_views(stats, n, c))
         kernels = _kernels()
         device = x.device
         imean = torch.empty((n, c), dtype=work, device=device)
@@ -1898,7 +1934,7 @@ def b0_forward(
     return y, imean, istd, bmean, left, bvar
 
 
-def _b0_forward_persistent(
+def _b0_forward_persistent_packed(
     xk: Tensor,
     weight: Tensor,
     bias: Tensor,
@@ -1910,15 +1946,15 @@ def _b0_forward_persistent(
     correction: float,
     plan: _Plan,
     pp: _PersistentPlan,
-) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """B0 forward in one launch: a program per block of channels, over the whole batch (statistics, then y)."""
+) -> tuple[Tensor, Tensor]:
+    """B0 forward in one launch: a program per block of channels, over the whole batch (statistics, then y).
+
+    Returns ``y`` and one buffer with the instance mean and std (N, C), the batch mean, left and the batch variance
+    (C,), in that order (:func:`_b0_stats_views` splits it).
+    """
     n, c = plan.n, plan.c
     work, device = _compute_dtype(xk.dtype), xk.device
-    imean = torch.empty((n, c), dtype=work, device=device)
-    istd = torch.empty((n, c), dtype=work, device=device)
-    bmean = torch.empty((c,), dtype=work, device=device)
-    left = torch.empty((c,), dtype=work, device=device)
-    bvar = torch.empty((c,), dtype=work, device=device)
+    stats = torch.empty((2 * n * c + 3 * c,), dtype=work, device=device)
     y = torch.empty(xk.shape, dtype=xk.dtype, device=device, memory_format=plan.fmt)
     eps_hi, eps_lo = _split(eps)
     keep_hi, keep_lo = _split(1.0 - momentum) if momentum is not None else (1.0, 0.0)
@@ -1930,11 +1966,7 @@ def _b0_forward_persistent(
         _vec(bias),
         _vec(v),
         running_var,
-        imean,
-        istd,
-        bmean,
-        left,
-        bvar,
+        stats,
         n,
         c,
         plan.hw,
@@ -1959,7 +1991,13 @@ def _b0_forward_persistent(
         BLOCK_HW=pp.block_hw,
         **pp.options,
     )
-    return y, imean, istd, bmean, left, bvar
+    return y, stats
+
+
+def _b0_stats_views(stats: Tensor, n: int, c: int) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """(instance mean, instance std, batch mean, left, batch variance) as views of the persistent forward's buffer."""
+    imean, istd, bmean, left, bvar = stats.split_with_sizes([n * c, n * c, c, c, c])
+    return imean.view(n, c), istd.view(n, c), bmean, left, bvar
 
 
 def _b0_backward_persistent(
@@ -1975,14 +2013,17 @@ def _b0_backward_persistent(
     training: bool,
     plan: _Plan,
     pp: _PersistentPlan,
+    offsets: tuple[int, int, int, int] = (0, 0, 0, 0),
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """B0 backward in one launch: a program per block of channels reduces over the batch, then writes dx."""
+    """B0 backward in one launch: a program per block of channels reduces over the batch, then writes dx.
+
+    The four statistics are read at ``offsets`` (elements) from their pointers: zeros for separate tensors, the
+    layout of :func:`_b0_forward_persistent_packed` when all four are its one buffer.
+    """
     n, c = plan.n, plan.c
     work, device = left.dtype, xk.device
     tg = torch.empty((n, c), dtype=work, device=device)  # per (n, c): sum of t gamma, read back by pass 2
-    grad_weight = torch.empty((c,), dtype=work, device=device)
-    grad_bias = torch.empty((c,), dtype=work, device=device)
-    grad_v = torch.empty((c,), dtype=work, device=device)
+    grads = torch.empty((3, c), dtype=work, device=device)
     dx = torch.empty(xk.shape, dtype=xk.dtype, device=device, memory_format=plan.fmt)
     sgn, sgc, sghw = grad_strides
     _kernels()["b0_persistent_backward"][pp.grid](
@@ -1995,10 +2036,9 @@ def _b0_backward_persistent(
         instance_std,
         batch_mean,
         left,
+        *offsets,
         tg,
-        grad_weight,
-        grad_bias,
-        grad_v,
+        grads,
         n,
         c,
         plan.hw,
@@ -2017,7 +2057,33 @@ def _b0_backward_persistent(
         BLOCK_HW=pp.block_hw,
         **pp.options,
     )
+    grad_weight, grad_bias, grad_v = grads.unbind(0)
     return dx, grad_weight, grad_bias, grad_v
+
+
+def _b0_backward_packed(
+    grad: Tensor, x: Tensor, weight: Tensor, v: Tensor, stats: Tensor, training: bool
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The persistent backward reading the statistics straight from the persistent forward's buffer."""
+    plan = _plan(x)
+    gk, strides = _strided(grad)
+    nc, c = plan.n * plan.c, plan.c
+    offsets = (0, nc, 2 * nc, 2 * nc + c)
+    return _b0_backward_persistent(
+        gk,
+        strides,
+        _x_of(x, plan),
+        weight,
+        v,
+        stats,
+        stats,
+        stats,
+        stats,
+        training,
+        plan,
+        _b0_persistent(plan),
+        offsets,
+    )
 
 
 def _b0_backward_triton(
@@ -2220,12 +2286,29 @@ def b0_backward(
 # ----------------------------------------------------------------------------------------------- operators
 
 
+def _distinct(*tensors: Tensor) -> list[Tensor]:
+    """The tensors, each one that shares storage with an earlier one replaced by a copy.
+
+    An operator's outputs may not alias each other; the persistent kernels return statistics and parameter
+    gradients as views of one buffer (inside an operator's implementation views carry no ``_base``, hence the
+    storage test). The eager path keeps the views.
+    """
+    seen: set[int] = set()
+    out = []
+    for t in tensors:
+        key = t.untyped_storage().data_ptr()
+        out.append(t.clone() if key in seen else t)
+        seen.add(key)
+    return out
+
+
 @torch.library.custom_op("sciml_norm::evonorm_s0_fwd", mutates_args=())
 def evonorm_s0_fwd_op(
     x: Tensor, weight: Tensor, bias: Tensor, v: Tensor, groups: int, eps: float, backend: str
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """The S0 forward operator: :func:`s0_forward` (``backend`` already resolved)."""
-    return s0_forward(x, weight, bias, v, groups, eps, backend)
+    """The S0 forward operator: :func:`s0_forward` (``backend`` resolved; aliases copied, :func:`_distinct`)."""
+    y, mean, rstd = _distinct(*s0_forward(x, weight, bias, v, groups, eps, backend))
+    return y, mean, rstd
 
 
 @evonorm_s0_fwd_op.register_fake
@@ -2241,13 +2324,8 @@ def _(
 def evonorm_s0_bwd_op(
     grad: Tensor, x: Tensor, weight: Tensor, v: Tensor, mean: Tensor, rstd: Tensor, groups: int, backend: str
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """The S0 backward operator: :func:`s0_backward`.
-
-    The persistent kernels return the parameter gradients as rows of one (3, C) sum; an operator's outputs may not
-    alias each other, so they are copied here (the eager path keeps the views).
-    """
-    dx, *grads = s0_backward(grad, x, weight, v, mean, rstd, groups, backend)
-    grad_weight, grad_bias, grad_v = (t.clone() if t._base is not None else t for t in grads)
+    """The S0 backward operator: :func:`s0_backward` (outputs that share storage are copied, :func:`_distinct`)."""
+    dx, grad_weight, grad_bias, grad_v = _distinct(*s0_backward(grad, x, weight, v, mean, rstd, groups, backend))
     return dx, grad_weight, grad_bias, grad_v
 
 
@@ -2270,8 +2348,12 @@ def evonorm_b0_fwd_op(
     eps: float,
     backend: str,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """The B0 forward operator: :func:`b0_forward` (the running variance is read, never written)."""
-    return b0_forward(x, weight, bias, v, running_var, training, eps, backend)
+    """The B0 forward operator: :func:`b0_forward` (running variance read, never written; aliases copied).
+
+    Outputs that share storage are copied (:func:`_distinct`).
+    """
+    y, imean, istd, bmean, left, bvar = _distinct(*b0_forward(x, weight, bias, v, running_var, training, eps, backend))
+    return y, imean, istd, bmean, left, bvar
 
 
 @evonorm_b0_fwd_op.register_fake
@@ -2312,8 +2394,10 @@ def evonorm_b0_bwd_op(
     training: bool,
     backend: str,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """The B0 backward operator: :func:`b0_backward`."""
-    return b0_backward(grad, x, weight, v, instance_mean, instance_std, batch_mean, left, training, backend)
+    """The B0 backward operator: :func:`b0_backward` (outputs that share storage are copied, :func:`_distinct`)."""
+    outputs = b0_backward(grad, x, weight, v, instance_mean, instance_std, batch_mean, left, training, backend)
+    dx, grad_weight, grad_bias, grad_v = _distinct(*outputs)
+    return dx, grad_weight, grad_bias, grad_v
 
 
 @evonorm_b0_bwd_op.register_fake
@@ -2345,17 +2429,7 @@ def _s0_grads(ctx: Any, grads: tuple[Tensor, ...], use_op: bool) -> tuple[Tensor
     x, weight, v, mean, rstd = ctx.saved_tensors
     backward = evonorm_s0_bwd_op if use_op else s0_backward
     dx, dw, db, dv = backward(grads[0], x, weight, v, mean, rstd, ctx.groups, ctx.backend)
-    need = ctx.needs_input_grad
-    dw_dtype, db_dtype, dv_dtype = ctx.dtypes
-    return (
-        dx if need[0] else None,
-        dw.to(dw_dtype) if need[1] else None,
-        db.to(db_dtype) if need[2] else None,
-        dv.to(dv_dtype) if need[3] else None,
-        None,
-        None,
-        None,
-    )
+    return (*_grads_out(ctx, dx, dw, db, dv), None, None, None)
 
 
 def _b0_setup(ctx: Any, inputs: tuple[Any, ...], output: tuple[Tensor, ...]) -> None:
@@ -2370,6 +2444,11 @@ def _b0_grads(ctx: Any, grads: tuple[Tensor, ...], use_op: bool) -> tuple[Tensor
     x, weight, v, imean, istd, bmean, left = ctx.saved_tensors
     backward = evonorm_b0_bwd_op if use_op else b0_backward
     dx, dw, db, dv = backward(grads[0], x, weight, v, imean, istd, bmean, left, ctx.training, ctx.backend)
+    return (*_grads_out(ctx, dx, dw, db, dv), None, None, None, None)
+
+
+def _grads_out(ctx: Any, dx: Tensor, dw: Tensor, db: Tensor, dv: Tensor) -> tuple[Tensor | None, ...]:
+    """The input and parameter gradients that are needed, the latter in the parameters' dtypes."""
     need = ctx.needs_input_grad
     dw_dtype, db_dtype, dv_dtype = ctx.dtypes
     return (
@@ -2377,10 +2456,6 @@ def _b0_grads(ctx: Any, grads: tuple[Tensor, ...], use_op: bool) -> tuple[Tensor
         dw.to(dw_dtype) if need[1] else None,
         db.to(db_dtype) if need[2] else None,
         dv.to(dv_dtype) if need[3] else None,
-        None,
-        None,
-        None,
-        None,
     )
 
 
@@ -2402,14 +2477,27 @@ class _S0Eager(torch.autograd.Function):
     def forward(
         ctx: Any, x: Tensor, weight: Tensor, bias: Tensor, v: Tensor, groups: int, eps: float, backend: str
     ) -> Tensor:  # pyright: ignore[reportIncompatibleMethodOverride]
+        ctx.groups, ctx.backend, ctx.dtypes = groups, backend, (weight.dtype, bias.dtype, v.dtype)
+        if backend == "triton":
+            plan = _plan(x)
+            persistent = _s0_persistent(plan, groups)
+            if persistent.use:  # save the one statistics buffer (host time of small layers)
+                y, stats = _s0_forward_persistent_packed(_x_of(x, plan), weight, bias, v, groups, eps, plan, persistent)
+                ctx.save_for_backward(x, weight, v, stats)
+                ctx.packed = True
+                return y
         y, mean, rstd = s0_forward(x, weight, bias, v, groups, eps, backend)
         ctx.save_for_backward(x, weight, v, mean, rstd)
-        ctx.groups, ctx.backend, ctx.dtypes = groups, backend, (weight.dtype, bias.dtype, v.dtype)
+        ctx.packed = False
         return y
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> Any:  # pyright: ignore[reportIncompatibleMethodOverride]
-        return _s0_grads(ctx, (grad,), False)
+        if not ctx.packed:
+            return _s0_grads(ctx, (grad,), False)
+        x, weight, v, stats = ctx.saved_tensors
+        dx, dw, db, dv = _s0_backward_packed(grad, x, weight, v, stats, ctx.groups)
+        return (*_grads_out(ctx, dx, dw, db, dv), None, None, None)
 
 
 class _B0Eager(torch.autograd.Function):
@@ -2433,16 +2521,31 @@ class _B0Eager(torch.autograd.Function):
         momentum: float,
         correction: float,
     ) -> Tensor:
+        ctx.training, ctx.backend, ctx.dtypes = training, backend, (weight.dtype, bias.dtype, v.dtype)
+        if backend == "triton":
+            plan = _plan(x)
+            persistent = _b0_persistent(plan)
+            if persistent.use:  # save the one statistics buffer, not five views of it (host time of small layers)
+                y, stats = _b0_forward_persistent_packed(
+                    _x_of(x, plan), weight, bias, v, running_var, training, eps, momentum, correction, plan, persistent
+                )
+                ctx.save_for_backward(x, weight, v, stats)
+                ctx.packed = True
+                return y
         y, imean, istd, bmean, left, _ = b0_forward(
             x, weight, bias, v, running_var, training, eps, backend, momentum=momentum, correction=correction
         )
         ctx.save_for_backward(x, weight, v, imean, istd, bmean, left)
-        ctx.training, ctx.backend, ctx.dtypes = training, backend, (weight.dtype, bias.dtype, v.dtype)
+        ctx.packed = False
         return y
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> Any:  # pyright: ignore[reportIncompatibleMethodOverride]
-        return (*_b0_grads(ctx, (grad,), False), None, None)
+        if not ctx.packed:
+            return (*_b0_grads(ctx, (grad,), False), None, None)
+        x, weight, v, stats = ctx.saved_tensors
+        dx, dw, db, dv = _b0_backward_packed(grad, x, weight, v, stats, ctx.training)
+        return (*_grads_out(ctx, dx, dw, db, dv), None, None, None, None, None, None)
 
 
 # ----------------------------------------------------------------------------------------------- entry points
