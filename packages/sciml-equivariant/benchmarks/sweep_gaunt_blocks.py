@@ -16,26 +16,11 @@ from __future__ import annotations
 
 import itertools
 import json
-import statistics
 import sys
 from pathlib import Path
 
 import torch
-
-
-def _time(fn, iters: int = 20, warmup: int = 3) -> float:
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(iters):
-        start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        stop.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(stop))
-    return statistics.median(times)
+from sciml_protocols import measure_time
 
 
 def main(out: Path) -> None:
@@ -57,7 +42,9 @@ def main(out: Path) -> None:
         ref = ((x64 @ bx64.T) * (y64 @ by64.T)) @ w64
         scale = float(ref.abs().max())
         x, y = x64.float(), y64.float()
-        cublas_ms = _time(lambda: ((x @ bx.T) * (y @ by.T)) @ w)
+        cublas_ms = 1e3 * measure_time(
+            lambda: ((x @ bx.T) * (y @ by.T)) @ w, device="cuda", min_run_time=0.05, warmup=3, max_repeats=20
+        )
         records.append({"L": degree, "grid": int(w.shape[0]), "variant": "cublas-3-matmul", "ms": cublas_ms})
         print(f"L={degree} grid={int(w.shape[0])} cublas {cublas_ms:.3f} ms", flush=True)
         variants = [(bn, bg, 4, False) for bn, bg in itertools.product((32, 64, 128), (16, 32, 64))]
@@ -70,7 +57,13 @@ def main(out: Path) -> None:
             try:
                 got = kern.launch(x, y, bx, by, w, allow_tf32=tf32)
                 err = float((got.double() - ref).abs().max()) / scale
-                ms = _time(lambda tf32=tf32: kern.launch(x, y, bx, by, w, allow_tf32=tf32))
+                ms = 1e3 * measure_time(
+                    lambda tf32=tf32: kern.launch(x, y, bx, by, w, allow_tf32=tf32),
+                    device="cuda",
+                    min_run_time=0.05,
+                    warmup=3,
+                    max_repeats=20,
+                )
             except Exception as error:
                 err, ms = float("nan"), float("nan")
                 print("failed", degree, block_n, block_g, warps, tf32, repr(error)[:200], flush=True)

@@ -23,28 +23,13 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import statistics
 import time
 from pathlib import Path
 
 import torch
+from sciml_protocols import measure_time
 
 SHAPES = ((64, 2048, 7, 7), (64, 1024, 14, 14), (64, 512, 28, 28))
-
-
-def _time(fn, iters: int = 15, warmup: int = 3) -> float:
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(iters):
-        start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        stop.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(stop))
-    return statistics.median(times)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -105,7 +90,7 @@ def main(argv: list[str] | None = None) -> None:
                 kern.STRATEGY = strategy
                 apply(config)
                 try:
-                    ms = _time(step)
+                    ms = 1e3 * measure_time(step, device="cuda", min_run_time=0.05, warmup=3, max_repeats=15)
                 except Exception as error:  # a configuration Triton rejects (resources) is recorded, not fatal
                     ms = float("nan")
                     print("failed", shape, layout, name, strategy, config, repr(error)[:200])

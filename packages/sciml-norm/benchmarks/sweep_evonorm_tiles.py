@@ -16,29 +16,14 @@ from __future__ import annotations
 
 import itertools
 import json
-import statistics
 import sys
 from pathlib import Path
 
 import torch
+from sciml_protocols import measure_time
 
 SHAPES = ((64, 256, 56, 56), (64, 2048, 7, 7))
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
-
-
-def _time(fn, iters: int = 15, warmup: int = 3) -> float:
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(iters):
-        start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        stop.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(stop))
-    return statistics.median(times)
 
 
 def main(out: Path) -> None:
@@ -77,7 +62,7 @@ def main(out: Path) -> None:
                     continue
                 kern._TILE["cuda"], kern._MAX_BLOCK_HW, kern._MAX_BLOCK_C = tile, max_hw, max_c
                 try:
-                    ms = _time(step)
+                    ms = 1e3 * measure_time(step, device="cuda", min_run_time=0.05, warmup=3, max_repeats=15)
                 except Exception as error:  # a configuration Triton rejects (resources) is recorded, not fatal
                     ms = float("nan")
                     print("failed", shape, dname, layout, name, tile, max_hw, max_c, repr(error)[:200])
