@@ -2,14 +2,15 @@
 
 Usage (repository root)::
 
-    uv run python shared/evonorm_host_overhead.py [--shape 64x2048x7x7] [--steps 300]
+    uv run python shared/evonorm_host_overhead.py [--shape 2x2048x7x7] [--steps 300]
 
-The stand-in CUDA driver of ``triton_compile_check.py`` makes every launch ``JITFunction.run(..., warmup=True)``: the
-kernels are compiled once for sm_90, and every later call goes through Triton's whole Python launch path (argument
-binding, specialization key, cache lookup) up to, but not including, the driver call. One step is the layer's
-forward and ``torch.autograd.grad`` for the input and the three parameters, on CPU tensors (allocations are host
-work too). What this leaves out is the part of a launch below Python (the C launcher and ``cuLaunchKernel``, a few
-microseconds each), so it is a lower bound on the host time of a real step; the GPU time is not modelled at all.
+The stand-in CUDA driver of ``triton_compile_check.py`` compiles the kernels once for sm_90 and replaces the C
+launcher by a Python callable that does nothing: every launch goes through the whole Python launch path, Triton's
+(``JITFunction.run``: argument binding, specialization key, cache lookup) or the direct one of
+``sciml_norm._kernels._launch`` (cache key, the compiled kernel's launcher), up to the C launcher. One step is the
+layer's forward and ``torch.autograd.grad`` for the input and the three parameters, on CPU tensors (allocations are
+host work too). What this leaves out is the C launcher itself and ``cuLaunchKernel`` (a few microseconds a launch),
+so it is a lower bound on the host time of a real step; the GPU time is not modelled at all.
 
 For scale, the same process times BatchNorm2d+ReLU's training step on a tiny CPU input (2x64x1x2: its dispatch and
 autograd cost, next to nothing computed). The contenders are timed in interleaved rounds; the median is reported.
@@ -22,6 +23,7 @@ import os
 import statistics
 import sys
 import time
+from collections import deque
 from pathlib import Path
 
 os.environ.pop("TRITON_INTERPRET", None)
@@ -33,13 +35,14 @@ from triton_compile_check import install_fake_driver
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--shape", default="64x2048x7x7", help="N x C x H x W")
+    parser.add_argument("--shape", default="2x2048x7x7", help="N x C x H x W")
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--groups", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=9)
     args = parser.parse_args(argv)
     shape = tuple(int(p) for p in args.shape.split("x"))
-    install_fake_driver(90)
+    install_fake_driver(90, deque(maxlen=1))
+    from sciml_norm._kernels import _launch
     from sciml_norm._kernels import evonorm as kern
 
     plan_for = kern._plan_for
@@ -70,20 +73,24 @@ def main(argv: list[str] | None = None) -> int:
         torch.autograd.grad(bn(x_bn), bn_inputs, g_bn)
 
     contenders = {
-        "S0 split": (s0, "split"),
-        "S0 persistent": (s0, "persistent"),
-        "B0 split": (b0, "split"),
-        "B0 persistent": (b0, "persistent"),
-        "BatchNorm2d+ReLU (CPU, 2x64x1x2)": (bn_relu, "auto"),
+        "S0 split, Triton launch": (s0, "split", "triton"),
+        "S0 split, direct launch": (s0, "split", "direct"),
+        "S0 persistent, Triton launch": (s0, "persistent", "triton"),
+        "S0 persistent, direct launch": (s0, "persistent", "direct"),
+        "B0 split, Triton launch": (b0, "split", "triton"),
+        "B0 split, direct launch": (b0, "split", "direct"),
+        "B0 persistent, Triton launch": (b0, "persistent", "triton"),
+        "B0 persistent, direct launch": (b0, "persistent", "direct"),
+        "BatchNorm2d+ReLU (CPU, 2x64x1x2)": (bn_relu, "auto", "direct"),
     }
     times: dict[str, list[float]] = {name: [] for name in contenders}
-    for step, strategy in contenders.values():  # compile and warm up
-        kern.STRATEGY = strategy
+    for step, strategy, launch in contenders.values():  # compile and warm up
+        kern.STRATEGY, _launch.LAUNCH = strategy, launch
         for _ in range(20):
             step()
     for _ in range(args.rounds):
-        for name, (step, strategy) in contenders.items():
-            kern.STRATEGY = strategy
+        for name, (step, strategy, launch) in contenders.items():
+            kern.STRATEGY, _launch.LAUNCH = strategy, launch
             start = time.perf_counter()
             for _ in range(args.steps):
                 step()
@@ -93,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{args.steps} steps")  # fmt: skip
     for name, values in times.items():
         median = statistics.median(values)
-        print(f"  {name:>34}: {median:7.1f} us  ({median / reference:4.2f}x BatchNorm2d+ReLU)")
+        print(f"  {name:>32}: {median:7.1f} us  ({median / reference:4.2f}x BatchNorm2d+ReLU)")
     return 0
 
 

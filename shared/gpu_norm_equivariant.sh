@@ -3,8 +3,9 @@
 # timm, pytest preinstalled; no uv, no network). Run from the repository root:
 #     OUT=/some/dir bash shared/gpu_norm_equivariant.sh
 # Steps, in order of priority, each under its own time limit so that one slow step cannot starve the rest:
-# the gpu-marked tests of sciml-norm (both EvoNorm strategies), the fused EvoNorm benchmark (NCHW, then
-# channels-last; default and split strategies side by side), the sweep of the persistent EvoNorm kernels' launch
+# the gpu-marked tests of sciml-norm (both EvoNorm strategies; each case repeated through the direct launches), the
+# fused EvoNorm benchmark (NCHW, then channels-last; the default, the split strategy and Triton's own launch path
+# side by side), the sweep of the persistent EvoNorm kernels' launch
 # constants (PERSISTENT_SWEEP=0 skips it); with GAUNT=1 the gpu-marked tests of sciml-equivariant, the Gaunt
 # benchmark against e3nn and the Gaunt kernel's block sweep; with COMPILED=1 the EvoNorm benchmark under torch.compile(mode="reduce-overhead"), with
 # SWEEP_EVONORM=1 the split kernels' tile sweep, with OTHERS=1 the gpu-marked tests of the other packages.
@@ -43,11 +44,11 @@ cat "$WORK/machine.txt"
 
 PYTEST=("$PY" -m pytest -p no:cacheprovider -q -m gpu -o addopts="" --import-mode=importlib -W "ignore::DeprecationWarning")
 step pytest-norm 240 "${PYTEST[@]}" packages/sciml-norm/tests --junitxml="$WORK/pytest-norm.xml"
-step evonorm-nchw 90 "$PY" packages/sciml-norm/benchmarks/bench_evonorm_gpu.py "$WORK/evonorm-nchw.json"
-step evonorm-cl 70 "$PY" packages/sciml-norm/benchmarks/bench_evonorm_gpu.py "$WORK/evonorm-cl.json" --channels-last
+step evonorm-nchw 120 "$PY" packages/sciml-norm/benchmarks/bench_evonorm_gpu.py "$WORK/evonorm-nchw.json"
+step evonorm-cl 95 "$PY" packages/sciml-norm/benchmarks/bench_evonorm_gpu.py "$WORK/evonorm-cl.json" --channels-last
 if [ "${PERSISTENT_SWEEP:-1}" = 1 ]; then
-    step sweep-persistent 130 "$PY" packages/sciml-norm/benchmarks/sweep_evonorm_persistent.py \
-        "$WORK/sweep-persistent.json" --budget 100
+    step sweep-persistent 100 "$PY" packages/sciml-norm/benchmarks/sweep_evonorm_persistent.py \
+        "$WORK/sweep-persistent.json" --budget 75
 fi
 if [ "${GAUNT:-0}" = 1 ]; then
     step pytest-eq 120 "${PYTEST[@]}" packages/sciml-equivariant/tests --junitxml="$WORK/pytest-eq.xml"

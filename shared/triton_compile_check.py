@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import argparse
 import functools
+import hashlib
 import itertools
 import os
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, MutableSequence
 from typing import Any
 
 os.environ.pop("TRITON_INTERPRET", None)
@@ -29,15 +30,46 @@ os.environ.pop("TRITON_INTERPRET", None)
 import torch
 
 
-def install_fake_driver(arch: int) -> list[tuple[str, int]]:
-    """Point Triton at a stand-in CUDA driver and turn launches into compilations; returns the log they fill."""
+def install_fake_driver(arch: int, launches: MutableSequence[tuple[Any, ...]] | None = None) -> list[tuple[str, int]]:
+    """Point Triton at a stand-in CUDA driver; returns the log of compilations (kernel name, shared memory).
+
+    Without ``launches`` every launch becomes a compilation (``JITFunction.run(..., warmup=True)``). With a list,
+    launches go all the way to a stand-in C launcher that appends to it, for each call, what the real one would receive:
+    the kernel's name, the grid, the stream, the handle of the compiled binary (one per distinct cubin), the launch
+    metadata and hooks, and the kernel arguments (``triton_launch_check.py`` compares these between launch paths).
+    """
     from triton.backends.compiler import GPUTarget
     from triton.runtime import driver
     from triton.runtime.jit import JITFunction
 
     target = GPUTarget("cuda", arch, 32)
+    log: list[tuple[str, int]] = []
+
+    class StandInLauncher:
+        def __init__(self, src: Any, metadata: Any) -> None:
+            self.name = getattr(metadata, "name", "?")
+
+        def __call__(self, *call: Any) -> None:
+            if launches is not None:
+                launches.append((self.name, *call))
+
+    class StandInUtils:
+        def load_binary(self, name: str, kernel: bytes, shared: int, device: int) -> tuple[Any, ...]:
+            if launches is not None:  # (compile-only launches log in compile_only)
+                log.append((name, int(shared)))
+            handle = f"{name}:{hashlib.sha256(kernel).hexdigest()[:16]}"
+            return object(), handle, 0, 0, 1024  # module, function, registers, spills, max threads
+
+        def unload_module(self, module: Any) -> None:
+            pass
+
+        def get_device_properties(self, device: int) -> dict[str, int]:
+            return {"max_shared_mem": 232448, "multiprocessor_count": 132}
 
     class StandInDriver:
+        launcher_cls = StandInLauncher
+        utils = StandInUtils()
+
         def get_current_device(self) -> int:
             return 0
 
@@ -57,7 +89,8 @@ def install_fake_driver(arch: int) -> list[tuple[str, int]]:
             return True
 
     driver.set_active(StandInDriver())  # pyright: ignore[reportArgumentType]
-    log: list[tuple[str, int]] = []
+    if launches is not None:
+        return log
     run = JITFunction.run
 
     def compile_only(self: Any, *args: Any, grid: Any, warmup: bool, **kwargs: Any) -> Any:
@@ -71,7 +104,10 @@ def install_fake_driver(arch: int) -> list[tuple[str, int]]:
 
 def evonorm_cases(quick: bool) -> list[tuple[str, Callable[[], object]]]:
     """Forward and backward of the fused S0/B0 (training and evaluation): both strategies, every dtype and layout."""
+    from sciml_norm._kernels import _launch
     from sciml_norm._kernels import evonorm as kern
+
+    _launch.LAUNCH = "triton"  # every launch through JITFunction.run, so that each one is logged as compiled
 
     def cuda_plan(x: torch.Tensor) -> Any:  # the CUDA tile sizes, although the tensors live on the CPU
         return kern._plan_for(

@@ -16,6 +16,8 @@ activations, float32 weights), which every contender accepts. Contenders:
   one launch per pass, up to ResNet-50's 28x28 stage at batch 64; the split passes above);
 * ``split-S0`` / ``split-B0``: the same with the split passes forced (``STRATEGY = "split"``: statistics,
   finalize and element-wise kernels, six launches per step) for comparison;
+* ``jit-S0`` / ``jit-B0``: ours (default strategy) with every launch through Triton's ``JITFunction.run``
+  (``sciml_norm._kernels._launch.LAUNCH = "triton"``) instead of the direct launch of the cached compiled kernel;
 * ``timm-S0`` / ``timm-B0``: ``timm.layers.EvoNorm2dS0`` / ``EvoNorm2dB0`` (groups 32, training mode);
 * ``bn-relu``: ``torch.nn.BatchNorm2d`` followed by an in-place ``ReLU`` (cuDNN), training mode.
 
@@ -52,21 +54,21 @@ def _parse_shape(text: str) -> tuple[int, int, int, int]:
     return parts[0], parts[1], parts[2], parts[3]
 
 
-Contender = tuple[Callable[[Tensor], Tensor], list[Tensor], str]
+Contender = tuple[Callable[[Tensor], Tensor], list[Tensor], str, str]
 
 
 def contenders(channels: int, device: torch.device) -> dict[str, Contender]:
-    """The layers to compare, each as (function of x, its trainable parameters, strategy of the fused kernels).
+    """The layers to compare, each as (function of x, its parameters, strategy and launch path of the kernels).
 
-    Parameters are float32. The strategy is set (``sciml_norm._kernels.evonorm.STRATEGY``) before the contender
-    is measured; it only matters to our layers.
+    Parameters are float32. The strategy (``sciml_norm._kernels.evonorm.STRATEGY``) and the launch path
+    (``sciml_norm._kernels._launch.LAUNCH``) are set before the contender is measured; they only matter to ours.
 
     Args:
         channels: C.
         device: a CUDA device.
 
     Returns:
-        A dict from the contender's name to (callable, parameters, strategy).
+        A dict from the contender's name to (callable, parameters, strategy, launch path).
     """
     import timm.layers.evo_norm as timm_evo
     from sciml_norm._functional import evonorm_b0, evonorm_s0
@@ -90,13 +92,15 @@ def contenders(channels: int, device: torch.device) -> dict[str, Contender]:
         return evonorm_b0(x, weight, bias, v, running, training=True, backend="triton")
 
     return {
-        "ours-S0": (ours_s0, s0_params, "auto"),
-        "split-S0": (ours_s0, s0_params, "split"),
-        "timm-S0": (timm_s0, list(timm_s0.parameters()), "auto"),
-        "ours-B0": (ours_b0, b0_params, "auto"),
-        "split-B0": (ours_b0, b0_params, "split"),
-        "timm-B0": (timm_b0, list(timm_b0.parameters()), "auto"),
-        "bn-relu": (bn_relu, list(bn_relu.parameters()), "auto"),
+        "ours-S0": (ours_s0, s0_params, "auto", "direct"),
+        "jit-S0": (ours_s0, s0_params, "auto", "triton"),
+        "split-S0": (ours_s0, s0_params, "split", "direct"),
+        "timm-S0": (timm_s0, list(timm_s0.parameters()), "auto", "direct"),
+        "ours-B0": (ours_b0, b0_params, "auto", "direct"),
+        "jit-B0": (ours_b0, b0_params, "auto", "triton"),
+        "split-B0": (ours_b0, b0_params, "split", "direct"),
+        "timm-B0": (timm_b0, list(timm_b0.parameters()), "auto", "direct"),
+        "bn-relu": (bn_relu, list(bn_relu.parameters()), "auto", "direct"),
     }
 
 
@@ -161,6 +165,7 @@ def run(
     Returns:
         Records with the keys shape, dtype, layout, compile, layer, ms, peak_mib.
     """
+    from sciml_norm._kernels import _launch
     from sciml_norm._kernels import evonorm as kern
 
     device = torch.device("cuda")
@@ -168,8 +173,8 @@ def run(
     for shape in shapes:
         for dtype_name in dtypes:
             layers = contenders(shape[1], device)
-            for name, (layer, params, strategy) in layers.items():
-                kern.STRATEGY = strategy
+            for name, (layer, params, strategy, launch) in layers.items():
+                kern.STRATEGY, _launch.LAUNCH = strategy, launch
                 if compile_mode is not None:
                     torch.compiler.reset()
                     layer = torch.compile(layer, mode=compile_mode)
@@ -190,6 +195,7 @@ def run(
                         "compile": compile_mode,
                         "layer": name,
                         "strategy": strategy,
+                        "launch": launch,
                         **result,
                     }
                 )
@@ -215,7 +221,7 @@ def table(records: Sequence[dict[str, Any]]) -> str:
         key = (tuple(r["shape"]), r["dtype"])
         ratios = ""
         kind, _, variant = r["layer"].partition("-")
-        if kind in ("ours", "split"):
+        if kind in ("ours", "jit", "split"):
             timm_row = index.get((*key, "timm-" + variant))
             bn_row = index.get((*key, "bn-relu"))
             if timm_row is not None and bn_row is not None:

@@ -8,6 +8,10 @@ before triton defines the kernels; they are built on first launch, inside the te
 """
 
 import contextlib
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -229,6 +233,40 @@ def test_triton_path_dispatches_only_output_allocations(monkeypatch, channels_la
         kernels, operations = expected[name]
         assert launched == kernels
         assert ops.names == operations
+
+
+def test_launch_key_is_at_least_as_fine_as_tritons_specialization(monkeypatch):
+    # the direct launcher reuses a compiled kernel only under a key that separates whatever Triton specializes on:
+    # a pointer's dtype and 16-byte alignment, an integer's value (Triton: == 1, divisible by 16, 32/64-bit)
+    from sciml_norm._kernels import _launch
+
+    base = torch.zeros(64)
+    assert _launch._key_of(base[4:]) == _launch._key_of(base)  # 16 bytes apart: both aligned
+    assert _launch._key_of(base[1:]) != _launch._key_of(base)  # 4 bytes off
+    assert _launch._key_of(base.double()) != _launch._key_of(base)
+    assert _launch._key_of(True) != _launch._key_of(1)  # equal in Python, u1 and the constant 1 in Triton
+    assert _launch._key_of(16) != _launch._key_of(32)
+    assert _launch._key_of(1.0) != _launch._key_of(1)
+    launcher = _launch.Launcher(lambda *args: None)
+    monkeypatch.setattr(_launch, "LAUNCH", "fast")
+    with pytest.raises(ValueError, match="LAUNCH"):
+        launcher[(1,)](base)
+
+
+@pytest.mark.slow
+def test_direct_launches_hand_the_launcher_what_triton_does():
+    # shared/triton_launch_check.py --quick: both strategies, NCHW / channels-last / a misaligned input, on a
+    # stand-in CUDA driver (kernels compiled for sm_90 by ptxas, the C launcher replaced by a recorder); the direct
+    # launches must pass the same compiled binary and the same arguments as JITFunction.run, and the repeat of a
+    # step must not go through JITFunction.run at all. Mutations that drop the alignment from the key or reorder
+    # the constexprs fail it.
+    script = Path(__file__).resolve().parents[3] / "shared" / "triton_launch_check.py"
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    done = subprocess.run(
+        [sys.executable, str(script), "--quick"], capture_output=True, text=True, timeout=900, env=env, check=False
+    )
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    assert "; 0 failed" in done.stdout
 
 
 def test_auto_strategy_takes_persistent_kernels_where_launches_dominate(monkeypatch):
@@ -463,6 +501,30 @@ def assert_matches(got, want, tol):
         assert_close(a.double(), e, rtol=tol, atol=tol * (1.0 + e.abs().max().item()), msg=f"output {index}")
 
 
+def assert_direct_repeat(run, got):
+    """Runs ``run()`` again, when every launch must take the direct path, and checks it gives ``got`` bit for bit.
+
+    The first run filled the launcher caches through ``JITFunction.run``; the second calls the cached compiled
+    kernels' launchers (``sciml_norm._kernels._launch``) with the same arguments: the same kernels on the same
+    data, so the same bits.
+    """
+    from triton.runtime.jit import JITFunction
+
+    calls = []
+    original = JITFunction.run
+
+    def counted(self, *args, **kwargs):
+        calls.append(self.fn.__name__)
+        return original(self, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(JITFunction, "run", counted)
+        again = run()
+    assert calls == [], f"launches through JITFunction.run on the repeat: {calls}"
+    for index, (a, e) in enumerate(zip(again, got, strict=True)):
+        assert torch.equal(a, e), f"output {index} differs between the Triton and the direct launch"
+
+
 @pytest.mark.gpu
 @needs_cuda
 @pytest.mark.parametrize(("dtype", "tol"), [(F32, 1e-5), (torch.bfloat16, 1e-2)])
@@ -474,6 +536,7 @@ def test_cuda_s0_matches_eager(dtype, tol, channels_last, shape, groups, strateg
     assert got[0].dtype == dtype
     assert got[0].is_contiguous(memory_format=torch.channels_last) == channels_last
     assert_matches(got, reference64(lambda backend, *a: s0_run(backend, groups, *a), *args), tol)
+    assert_direct_repeat(lambda: s0_run("triton", groups, *args), got)
 
 
 @pytest.mark.gpu
@@ -487,6 +550,7 @@ def test_cuda_b0_matches_eager(dtype, tol, channels_last, training, shape, strat
     got = b0_run("triton", training, *args)
     assert got[0].dtype == dtype
     assert_matches(got, reference64(lambda backend, *a: b0_run(backend, training, *a), *args), tol)
+    assert_direct_repeat(lambda: b0_run("triton", training, *args), got)
 
 
 @pytest.mark.gpu

@@ -54,6 +54,11 @@ keeps the host work per step small: each forward writes its statistics into one 
 saves whole, the parameter gradients are rows of one buffer, and the S0 backward adds its one reduction over
 :math:`n`. The registered operators copy outputs that would share storage (an operator's outputs may not alias).
 
+Launches: after the first launch of a kernel with given arguments, later launches with arguments Triton would
+specialize the same way call that compiled kernel's launcher directly instead of going through ``JITFunction.run``
+(:mod:`sciml_norm._kernels._launch`; about 10 us less host time per launch). ``_launch.LAUNCH = "triton"`` turns
+this off.
+
 Gradients (:math:`g = \partial L/\partial y`; S0 with :math:`s = \sigma(v x)`, :math:`a = x s`, :math:`r` the
 group's inverse std, :math:`\mu_g` its mean, :math:`M = (C/G) H W`):
 
@@ -1141,7 +1146,9 @@ def _kernels() -> dict[str, Any]:
                 out = dx_base[:, :, None] + hw[None, None, :] * sdhw
                 tl.store(out, dx.to(dx_ptr.dtype.element_ty), mask=mask)
 
-    return {
+    from sciml_norm._kernels._launch import Launcher
+
+    kernels = {
         "stats": stats_kernel,
         "s0_group": s0_group_kernel,
         "s0_forward": s0_forward_kernel,
@@ -1158,6 +1165,7 @@ def _kernels() -> dict[str, Any]:
         "b0_persistent_forward": b0_persistent_forward_kernel,
         "b0_persistent_backward": b0_persistent_backward_kernel,
     }
+    return {name: Launcher(kernel) for name, kernel in kernels.items()}
 
 
 class _Plan(NamedTuple):
