@@ -5,7 +5,7 @@
 # Steps, in order of priority, each under its own time limit so that one slow step cannot starve the rest:
 # the gpu-marked tests of sciml-norm (both EvoNorm strategies; each case repeated through the direct launches), the
 # fused EvoNorm benchmark (NCHW, then channels-last; the default, the split strategy and Triton's own launch path
-# side by side), the sweep of the persistent EvoNorm kernels' launch
+# side by side), the host / GPU split of one step (profile_evonorm_step.py), the sweep of the persistent EvoNorm kernels' launch
 # constants (PERSISTENT_SWEEP=0 skips it); with GAUNT=1 the gpu-marked tests of sciml-equivariant, the Gaunt
 # benchmark against e3nn and the Gaunt kernel's block sweep; with COMPILED=1 the EvoNorm benchmark under torch.compile(mode="reduce-overhead"), with
 # SWEEP_EVONORM=1 the split kernels' tile sweep, with OTHERS=1 the gpu-marked tests of the other packages.
@@ -43,12 +43,13 @@ step() {  # step NAME SECONDS COMMAND...
 cat "$WORK/machine.txt"
 
 PYTEST=("$PY" -m pytest -p no:cacheprovider -q -m gpu -o addopts="" --import-mode=importlib -W "ignore::DeprecationWarning")
-step pytest-norm 240 "${PYTEST[@]}" packages/sciml-norm/tests --junitxml="$WORK/pytest-norm.xml"
-step evonorm-nchw 120 "$PY" packages/sciml-norm/benchmarks/bench_evonorm_gpu.py "$WORK/evonorm-nchw.json"
-step evonorm-cl 95 "$PY" packages/sciml-norm/benchmarks/bench_evonorm_gpu.py "$WORK/evonorm-cl.json" --channels-last
+step pytest-norm 200 "${PYTEST[@]}" packages/sciml-norm/tests --junitxml="$WORK/pytest-norm.xml"
+step evonorm-nchw 110 "$PY" packages/sciml-norm/benchmarks/bench_evonorm_gpu.py "$WORK/evonorm-nchw.json"
+step evonorm-cl 85 "$PY" packages/sciml-norm/benchmarks/bench_evonorm_gpu.py "$WORK/evonorm-cl.json" --channels-last
+step profile-step 50 "$PY" packages/sciml-norm/benchmarks/profile_evonorm_step.py "$WORK/profile-step.json"
 if [ "${PERSISTENT_SWEEP:-1}" = 1 ]; then
-    step sweep-persistent 100 "$PY" packages/sciml-norm/benchmarks/sweep_evonorm_persistent.py \
-        "$WORK/sweep-persistent.json" --budget 75
+    step sweep-persistent 90 "$PY" packages/sciml-norm/benchmarks/sweep_evonorm_persistent.py \
+        "$WORK/sweep-persistent.json" --budget 65
 fi
 if [ "${GAUNT:-0}" = 1 ]; then
     step pytest-eq 120 "${PYTEST[@]}" packages/sciml-equivariant/tests --junitxml="$WORK/pytest-eq.xml"
@@ -68,7 +69,7 @@ if [ "${OTHERS:-0}" = 1 ]; then
 fi
 
 rm -rf "$SITE"
-for f in pytest-norm evonorm-nchw evonorm-cl sweep-persistent pytest-eq gaunt sweep-gaunt evonorm-compiled \
+for f in pytest-norm evonorm-nchw evonorm-cl profile-step sweep-persistent pytest-eq gaunt sweep-gaunt evonorm-compiled \
     sweep-evonorm pytest-others; do
     echo "---------------- $f (tail)"
     tail -n 40 "$WORK/$f.log" 2>/dev/null
