@@ -90,6 +90,14 @@ def main(argv: list[str] | None = None) -> int:
     from sciml_norm._kernels import evonorm as kern
     from triton.runtime.jit import JITFunction
 
+    if not _launch._checked_triton():
+        import triton
+
+        print(
+            f"Triton {triton.__version__} is outside sciml_norm._kernels._launch.CHECKED_TRITON, so every launch goes"
+            " through JITFunction.run; to check this version, widen CHECKED_TRITON and run this again"
+        )
+        return 1
     plan_for = kern._plan_for
     kern._plan = lambda x: plan_for(  # CUDA launch sizes for CPU tensors
         x.shape, x.stride(), True, kern._TILE["cuda"], kern._MAX_BLOCK_HW, kern._MAX_BLOCK_C, kern._FINALIZE_TILE

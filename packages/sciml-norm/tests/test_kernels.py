@@ -248,6 +248,12 @@ def test_launch_key_is_at_least_as_fine_as_tritons_specialization(monkeypatch):
     assert _launch._key_of(16) != _launch._key_of(32)
     assert _launch._key_of(1.0) != _launch._key_of(1)
     launcher = _launch.Launcher(lambda *args: None)
+    assert not launcher._direct  # not a JITFunction: every call goes through it as it is
+    import triton
+
+    for version, checked in (("3.5.1", False), ("3.6.0", True), ("3.9.0", True), ("3.10.0", False), ("4.0", False)):
+        monkeypatch.setattr(triton, "__version__", version)
+        assert _launch._checked_triton() == checked, version
     monkeypatch.setattr(_launch, "LAUNCH", "fast")
     with pytest.raises(ValueError, match="LAUNCH"):
         launcher[(1,)](base)

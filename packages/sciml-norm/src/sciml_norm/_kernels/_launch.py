@@ -26,7 +26,9 @@ kernels read none) and any ``knobs`` change made after the first call (for examp
 set :data:`LAUNCH` to ``"triton"`` for that).
 
 Under the Triton interpreter (``TRITON_INTERPRET=1``) kernels are not ``JITFunction`` objects and every call goes
-through Triton. The cache holds at most :data:`MAX_ENTRIES` launchers per kernel (cleared when full).
+through Triton; so does every call with a Triton outside :data:`CHECKED_TRITON` (the layout of the launcher's
+arguments has changed between Triton releases before). The cache holds at most :data:`MAX_ENTRIES` launchers per
+kernel (cleared when full).
 """
 
 from __future__ import annotations
@@ -71,7 +73,7 @@ class Launcher:
         from triton.runtime.jit import JITFunction
 
         self.fn = fn
-        self._direct = isinstance(fn, JITFunction) and hasattr(_compiled_kernel_class(), "__getitem__")
+        self._direct = isinstance(fn, JITFunction) and _checked_triton()
         self._names = tuple(getattr(fn, "arg_names", ()))
         self.cache: dict[Any, tuple[Any, tuple[str, ...]]] = {}
         self._device: Any = None
@@ -110,3 +112,19 @@ def _compiled_kernel_class() -> type:
     from triton.compiler import CompiledKernel
 
     return CompiledKernel
+
+
+#: Triton versions (major, minor) whose launch path ``shared/triton_launch_check.py`` has compared with the direct
+#: one (3.6, 3.8 and 3.9; 3.7 lies between); any other version takes Triton's own path.
+CHECKED_TRITON = ((3, 6), (3, 9))
+
+
+def _checked_triton() -> bool:
+    import triton
+
+    try:
+        version = tuple(int(part) for part in triton.__version__.split(".")[:2])
+    except ValueError:
+        return False
+    low, high = CHECKED_TRITON
+    return low <= version <= high and hasattr(_compiled_kernel_class(), "__getitem__")
