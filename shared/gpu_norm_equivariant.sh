@@ -43,13 +43,13 @@ step() {  # step NAME SECONDS COMMAND...
 cat "$WORK/machine.txt"
 
 PYTEST=("$PY" -m pytest -p no:cacheprovider -q -m gpu -o addopts="" --import-mode=importlib -W "ignore::DeprecationWarning")
-step pytest-norm 200 "${PYTEST[@]}" packages/sciml-norm/tests --junitxml="$WORK/pytest-norm.xml"
+step pytest-norm 240 "${PYTEST[@]}" packages/sciml-norm/tests --junitxml="$WORK/pytest-norm.xml"
 step evonorm-nchw 110 "$PY" packages/sciml-norm/benchmarks/bench_evonorm_gpu.py "$WORK/evonorm-nchw.json"
 step evonorm-cl 85 "$PY" packages/sciml-norm/benchmarks/bench_evonorm_gpu.py "$WORK/evonorm-cl.json" --channels-last
 step profile-step 50 "$PY" packages/sciml-norm/benchmarks/profile_evonorm_step.py "$WORK/profile-step.json"
 if [ "${PERSISTENT_SWEEP:-1}" = 1 ]; then
-    step sweep-persistent 90 "$PY" packages/sciml-norm/benchmarks/sweep_evonorm_persistent.py \
-        "$WORK/sweep-persistent.json" --budget 65
+    step sweep-persistent 60 "$PY" packages/sciml-norm/benchmarks/sweep_evonorm_persistent.py \
+        "$WORK/sweep-persistent.json" --budget 40
 fi
 if [ "${GAUNT:-0}" = 1 ]; then
     step pytest-eq 120 "${PYTEST[@]}" packages/sciml-equivariant/tests --junitxml="$WORK/pytest-eq.xml"
