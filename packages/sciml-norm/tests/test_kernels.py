@@ -260,7 +260,7 @@ def test_launch_key_is_at_least_as_fine_as_tritons_specialization(monkeypatch):
 
 
 @pytest.mark.slow
-def test_direct_launches_hand_the_launcher_what_triton_does():
+def test_direct_launches_hand_the_launcher_what_triton_does(tmp_path):
     # shared/triton_launch_check.py --quick: both strategies, NCHW / channels-last / a misaligned input, on a
     # stand-in CUDA driver (kernels compiled for sm_90 by ptxas, the C launcher replaced by a recorder); the direct
     # launches must pass the same compiled binary and the same arguments as JITFunction.run, and the repeat of a
@@ -268,6 +268,7 @@ def test_direct_launches_hand_the_launcher_what_triton_does():
     # the constexprs fail it.
     script = Path(__file__).resolve().parents[3] / "shared" / "triton_launch_check.py"
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["TRITON_CACHE_DIR"] = str(tmp_path / "triton-cache")  # compiles from scratch, in a place that is writable
     done = subprocess.run(
         [sys.executable, str(script), "--quick"], capture_output=True, text=True, timeout=900, env=env, check=False
     )
