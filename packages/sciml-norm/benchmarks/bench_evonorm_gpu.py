@@ -57,7 +57,23 @@ def _parse_shape(text: str) -> tuple[int, int, int, int]:
 Contender = tuple[Callable[[Tensor], Tensor], list[Tensor], str, str]
 
 
-def contenders(channels: int, device: torch.device) -> dict[str, Contender]:
+def evonorm_inputs(
+    shape: Sequence[int], device: torch.device, dtype: torch.dtype = torch.float32, channels_last: bool = False
+) -> tuple[Tensor, Tensor, list[Tensor], Tensor]:
+    """Inputs of one EvoNorm step: x (requires grad), a cotangent like it, [w, b, v] (float32) and a running variance.
+
+    Shared by the benchmark scripts of this folder. ``w, b, v`` are filled with 1, 0.1 and 1.
+    """
+    c = shape[1]
+    x = torch.randn(tuple(shape), device=device, dtype=dtype)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    x.requires_grad_(True)
+    params = [torch.full((c,), f, device=device, requires_grad=True) for f in (1.0, 0.1, 1.0)]
+    return x, torch.randn_like(x), params, torch.ones(c, device=device)
+
+
+def contenders(channels: int, device: torch.device, backend: str = "triton") -> dict[str, Contender]:
     """The layers to compare, each as (function of x, its parameters, strategy and launch path of the kernels).
 
     Parameters are float32. The strategy (``sciml_norm._kernels.evonorm.STRATEGY``) and the launch path
@@ -66,6 +82,7 @@ def contenders(channels: int, device: torch.device) -> dict[str, Contender]:
     Args:
         channels: C.
         device: a CUDA device.
+        backend: of our layers (``"torch"`` only for smoke tests of the scripts on a CPU).
 
     Returns:
         A dict from the contender's name to (callable, parameters, strategy, launch path).
@@ -85,11 +102,11 @@ def contenders(channels: int, device: torch.device) -> dict[str, Contender]:
 
     def ours_s0(x: Tensor) -> Tensor:
         weight, bias, v = s0_params
-        return evonorm_s0(x, weight, bias, v, groups=GROUPS, backend="triton")
+        return evonorm_s0(x, weight, bias, v, groups=GROUPS, backend=backend)
 
     def ours_b0(x: Tensor) -> Tensor:
         weight, bias, v = b0_params
-        return evonorm_b0(x, weight, bias, v, running, training=True, backend="triton")
+        return evonorm_b0(x, weight, bias, v, running, training=True, backend=backend)
 
     return {
         "ours-S0": (ours_s0, s0_params, "auto", "direct"),

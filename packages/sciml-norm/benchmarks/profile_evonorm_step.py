@@ -31,43 +31,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from bench_evonorm_gpu import contenders, evonorm_inputs
+from torch import Tensor
 
 SHAPES = ((64, 512, 28, 28), (64, 1024, 14, 14), (64, 2048, 7, 7))
-GROUPS = 32
-
-
-Contender = tuple[Callable[[Tensor], Tensor], list[Tensor], str, str]
-
-
-def contenders(channels: int, device: torch.device, backend: str) -> dict[str, Contender]:
-    """Name -> (layer, parameters, strategy, launch path)."""
-    from sciml_norm._functional import evonorm_b0, evonorm_s0
-
-    def params() -> list[Tensor]:
-        return [torch.full((channels,), f, device=device, requires_grad=True) for f in (1.0, 0.0, 1.0)]
-
-    s0_params, b0_params = params(), params()
-    running = torch.ones(channels, device=device)
-    bn_relu = nn.Sequential(nn.BatchNorm2d(channels), nn.ReLU(inplace=True)).to(device).train()
-
-    def s0(x: Tensor) -> Tensor:
-        weight, bias, v = s0_params
-        return evonorm_s0(x, weight, bias, v, groups=GROUPS, backend=backend)
-
-    def b0(x: Tensor) -> Tensor:
-        weight, bias, v = b0_params
-        return evonorm_b0(x, weight, bias, v, running, training=True, backend=backend)
-
-    return {
-        "ours-S0": (s0, s0_params, "auto", "direct"),
-        "jit-S0": (s0, s0_params, "auto", "triton"),
-        "split-S0": (s0, s0_params, "split", "direct"),
-        "ours-B0": (b0, b0_params, "auto", "direct"),
-        "jit-B0": (b0, b0_params, "auto", "triton"),
-        "split-B0": (b0, b0_params, "split", "direct"),
-        "bn-relu": (bn_relu, list(bn_relu.parameters()), "auto", "direct"),
-    }
 
 
 def gpu_time(step: Callable[[], None], device: torch.device, steps: int = 5) -> tuple[float, float]:
@@ -145,10 +112,12 @@ def main(argv: list[str] | None = None) -> None:
     records: list[dict[str, Any]] = []
     print(f"{'shape':>16} {'layer':>9} {'host us':>8} {'step us':>8} {'GPU us':>8} {'kernels':>7} {'step/BN':>7}")
     for shape in shapes:
-        x = torch.randn(shape, device=device, requires_grad=True)
-        cotangent = torch.randn_like(x)
+        x, cotangent, _, _ = evonorm_inputs(shape, device)
         rows = []
-        for name, (layer, params, strategy, launch) in contenders(shape[1], device, backend).items():
+        layers = contenders(shape[1], device, backend)
+        for name, (layer, params, strategy, launch) in layers.items():
+            if name.startswith("timm"):  # timm's layers are host-bound far above the rest (bench_evonorm_gpu.py)
+                continue
             kern.STRATEGY, _launch.LAUNCH = strategy, launch
             inputs = [x, *params]
 

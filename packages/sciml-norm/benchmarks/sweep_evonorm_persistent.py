@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 import torch
+from bench_evonorm_gpu import evonorm_inputs
 from sciml_protocols import measure_time
 
 SHAPES = ((64, 2048, 7, 7), (64, 1024, 14, 14), (64, 512, 28, 28))
@@ -67,14 +68,7 @@ def main(argv: list[str] | None = None) -> None:
 
     records = []
     for shape, layout in itertools.product(SHAPES, ("nchw", "channels_last")):
-        c = shape[1]
-        x = torch.randn(shape, device=device)
-        if layout == "channels_last":
-            x = x.contiguous(memory_format=torch.channels_last)
-        x.requires_grad_(True)
-        g = torch.randn_like(x)
-        w, b, v = (torch.full((c,), f, device=device, requires_grad=True) for f in (1.0, 0.1, 1.0))
-        running = torch.ones(c, device=device)
+        x, g, (w, b, v), running = evonorm_inputs(shape, device, channels_last=layout == "channels_last")
         layers = {
             "S0": (lambda: evonorm_s0(x, w, b, v, groups=32, backend="triton"), s0_configs),
             "B0": (lambda: evonorm_b0(x, w, b, v, running, training=True, backend="triton"), b0_configs),

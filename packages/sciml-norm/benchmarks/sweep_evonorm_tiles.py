@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 import torch
+from bench_evonorm_gpu import evonorm_inputs
 from sciml_protocols import measure_time
 
 SHAPES = ((64, 256, 56, 56), (64, 2048, 7, 7))
@@ -37,14 +38,7 @@ def main(out: Path) -> None:
     configs = sorted(set(itertools.product((1024, 2048, 4096, 8192), (256, 1024), (32, 64, 128))) | {default})
     records = []
     for shape, (dname, dtype), layout in itertools.product(SHAPES, DTYPES.items(), ("nchw", "channels_last")):
-        c = shape[1]
-        x = torch.randn(shape, device=device, dtype=dtype)
-        if layout == "channels_last":
-            x = x.contiguous(memory_format=torch.channels_last)
-        x.requires_grad_(True)
-        g = torch.randn_like(x)
-        w, b, v = (torch.full((c,), f, device=device, requires_grad=True) for f in (1.0, 0.1, 1.0))
-        running = torch.ones(c, device=device)
+        x, g, (w, b, v), running = evonorm_inputs(shape, device, dtype, channels_last=layout == "channels_last")
         layers = {
             "S0": lambda: evonorm_s0(x, w, b, v, groups=32, backend="triton"),
             "B0": lambda: evonorm_b0(x, w, b, v, running, training=True, backend="triton"),
