@@ -3,7 +3,7 @@
 Run on a CUDA machine from the repository root (sources on ``PYTHONPATH`` or the packages installed)::
 
     python packages/sciml-norm/benchmarks/bench_evonorm_gpu.py results.json [--dtypes float32 bfloat16]
-        [--shapes 64x256x56x56 ...] [--iters 20] [--warmup 5] [--channels-last] [--compile MODE]
+        [--shapes 64x256x56x56 ...] [--iters 20] [--warmup 5] [--channels-last] [--compile MODE] [--device cpu]
 
 For every shape and dtype it times one training step of the layer alone, ``y = layer(x)`` then the gradients of
 ``<y, g>`` for the input and the parameters, with CUDA events (mean over ``--iters`` steps after ``--warmup``), and
@@ -26,7 +26,9 @@ replays CUDA graphs and so removes the host-side launch cost that dominates smal
 covers compilation.
 
 It prints a table (milliseconds, MiB, and the ratios of ours to timm and to BatchNorm+ReLU) and writes the records as
-JSON to the path given first on the command line.
+JSON to the path given first on the command line (rewritten after every measurement, so that a run cut short keeps
+what it measured). ``--device cpu`` runs the same code on the CPU, ours through the PyTorch backend and without
+memory figures: a smoke test of the script.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -145,6 +148,11 @@ def measure(
 
     for _ in range(warmup):
         step()
+    if x.device.type != "cuda":  # the smoke test of the script (--device cpu): wall time, no memory figure
+        begin = time.perf_counter()
+        for _ in range(iters):
+            step()
+        return {"ms": (time.perf_counter() - begin) * 1e3 / iters, "peak_mib": float("nan")}
     torch.cuda.synchronize()
     torch.cuda.empty_cache()
     base = torch.cuda.memory_allocated()
@@ -168,6 +176,8 @@ def run(
     warmup: int,
     channels_last: bool,
     compile_mode: str | None = None,
+    on_record: Callable[[list[dict[str, Any]]], None] | None = None,
+    device: torch.device | None = None,
 ) -> list[dict[str, Any]]:
     """Measure every contender at every shape and dtype; returns one record per measurement.
 
@@ -178,6 +188,8 @@ def run(
         warmup: untimed steps first.
         channels_last: feed channels-last input instead of NCHW.
         compile_mode: wrap every contender in ``torch.compile(mode=compile_mode)`` (None: eager).
+        on_record: called with the records so far after each measurement (a run cut short keeps them).
+        device: CUDA by default; a CPU runs our layers through the PyTorch backend (a smoke test of the script).
 
     Returns:
         Records with the keys shape, dtype, layout, compile, layer, ms, peak_mib.
@@ -185,11 +197,12 @@ def run(
     from sciml_norm._kernels import _launch
     from sciml_norm._kernels import evonorm as kern
 
-    device = torch.device("cuda")
+    device = torch.device("cuda") if device is None else device
+    cuda = device.type == "cuda"
     records: list[dict[str, Any]] = []
     for shape in shapes:
         for dtype_name in dtypes:
-            layers = contenders(shape[1], device)
+            layers = contenders(shape[1], device, "triton" if cuda else "torch")
             for name, (layer, params, strategy, launch) in layers.items():
                 kern.STRATEGY, _launch.LAUNCH = strategy, launch
                 if compile_mode is not None:
@@ -203,7 +216,8 @@ def run(
                     result = measure(layer, params, x, iters, warmup)
                 except torch.cuda.OutOfMemoryError:
                     result = {"ms": float("nan"), "peak_mib": float("nan")}
-                    torch.cuda.empty_cache()
+                    if cuda:
+                        torch.cuda.empty_cache()
                 records.append(
                     {
                         "shape": list(shape),
@@ -216,9 +230,13 @@ def run(
                         **result,
                     }
                 )
+                print(f"{'x'.join(map(str, shape))} {dtype_name} {name}: {result['ms']:.3f} ms", flush=True)
+                if on_record is not None:
+                    on_record(records)
                 del x
             del layers
-            torch.cuda.empty_cache()
+            if cuda:
+                torch.cuda.empty_cache()
     return records
 
 
@@ -265,20 +283,22 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--compile", default=None, metavar="MODE", help="torch.compile mode, e.g. reduce-overhead")
+    parser.add_argument("--device", default="cuda", help="cuda, or cpu for a smoke test of the script")
     args = parser.parse_args(argv)
-    if not torch.cuda.is_available():
-        raise SystemExit("bench_evonorm_gpu.py needs a CUDA device")
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("bench_evonorm_gpu.py needs a CUDA device (or --device cpu for a smoke test)")
     torch.backends.cudnn.benchmark = True
-    records = run(args.shapes, args.dtypes, args.iters, args.warmup, args.channels_last, args.compile)
-    print(f"device: {torch.cuda.get_device_name(0)}; torch {torch.__version__}")
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    meta = {"device": name, "torch": torch.__version__, "python": platform.python_version()}
+
+    def save(records: list[dict[str, Any]]) -> None:
+        args.json.write_text(json.dumps({**meta, "records": records}, indent=2))
+
+    records = run(args.shapes, args.dtypes, args.iters, args.warmup, args.channels_last, args.compile, save, device)
+    save(records)
+    print(f"device: {meta['device']}; torch {meta['torch']}")
     print(table(records))
-    payload = {
-        "device": torch.cuda.get_device_name(0),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "records": records,
-    }
-    args.json.write_text(json.dumps(payload, indent=2))
 
 
 if __name__ == "__main__":

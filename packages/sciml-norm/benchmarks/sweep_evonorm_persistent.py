@@ -1,109 +1,255 @@
-"""Sweep of the persistent EvoNorm kernels' launch constants on a GPU, against the split passes.
+"""Sweep of the persistent EvoNorm kernels' launch constants on a GPU, against the split passes and BatchNorm+ReLU.
 
 Run on a CUDA machine from the repository root (sources on ``PYTHONPATH``)::
 
     python packages/sciml-norm/benchmarks/sweep_evonorm_persistent.py OUT.json [--budget SECONDS]
+        [--layouts nchw channels_last] [--device cuda]
 
-At ResNet-50's 28x28, 14x14 and 7x7 stage shapes (batch 64, float32, NCHW and channels-last) it times one
-forward+backward step (median of CUDA-event timings after a warm-up) of
+At ResNet-50's 28x28, 14x14 and 7x7 stage shapes (batch 64, float32) it times one training step (forward, then the
+gradients of the input and the parameters) of
 
-* EvoNorm-S0 with the persistent kernel (one program per sample and group) for each element count per tile
-  (``_TILE["cuda"]``, which sets the group tile's BLOCK_C x BLOCK_HW);
-* EvoNorm-B0 with the persistent kernels (one program per block of channels over the whole batch) for each
-  (elements per tile, target number of programs, warps per program);
-* both with the split passes (``STRATEGY = "split"``), the reference row.
+* ``bn-relu``: BatchNorm2d + ReLU (cuDNN), the reference of every ratio;
+* EvoNorm-S0 and B0 with the split passes (``STRATEGY = "split"``) and with the persistent kernels at their
+  default launch constants (phase 1, every shape and layout: about 30 measurements of kernels already compiled by
+  the benchmark run before it);
+* then, in order of priority, variants of the persistent kernels' constants (phase 2): B0's (elements per tile,
+  target number of programs, warps per program) and S0's elements per group tile (``_TILE["cuda"]``), shape by shape
+  from 28x28 (where the step is most likely bound by the GPU's memory traffic) down to 7x7, NCHW before
+  channels-last.
 
-It prints the split time, the default persistent time and the best configuration per case, and writes every
-record as JSON. Configurations are tried in order until ``--budget`` seconds have passed (default 150).
+Each time is the median over 3 rounds of the mean of 10 steps issued back to back between two CUDA events (the
+throughput a training loop sees, as in ``bench_evonorm_gpu.py``). Measurements run in that order until ``--budget``
+seconds have passed; the JSON is rewritten after every measurement, so a run cut short keeps what it measured.
+``shared/evonorm_precompile.py`` compiles every kernel this sweep launches ahead of time, in parallel, so the budget
+goes to measuring. At the end it prints, per case, the split, default and best times with the best one's ratio to
+BatchNorm+ReLU, and per layer the configuration whose worst ratio over the NCHW shapes is smallest.
+
+``--device cpu`` runs the same code with the PyTorch backend (the constants then change nothing): a smoke test of
+the script.
 """
 
 # ruff: noqa: B023  (the closures run inside the loop iteration that defines them)
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
+import statistics
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from bench_evonorm_gpu import evonorm_inputs
-from sciml_protocols import measure_time
+from torch import nn
 
-SHAPES = ((64, 2048, 7, 7), (64, 1024, 14, 14), (64, 512, 28, 28))
+SHAPES = ((64, 512, 28, 28), (64, 1024, 14, 14), (64, 2048, 7, 7))
+LAYOUTS = ("nchw", "channels_last")
+GROUPS = 32
+# B0: (elements per tile, target number of programs, warps per program), most promising first. More programs than
+# SMs put several programs on an SM, and bigger tiles put more loads in flight per program: both raise the memory
+# traffic one wave of programs can sustain, which is what a GPU-bound 28x28 step needs.
+B0_VARIANTS = (
+    (4096, 256, 8),
+    (4096, 512, 8),
+    (8192, 128, 8),
+    (8192, 256, 8),
+    (2048, 512, 4),
+    (4096, 512, 4),
+    (4096, 128, 4),
+    (8192, 128, 16),
+    (2048, 256, 8),
+    (8192, 512, 8),
+)
+S0_VARIANTS = (4096, 1024, 8192)  # elements per (channels x H W) tile of one group
+
+
+def defaults() -> dict[str, int]:
+    """The persistent kernels' launch constants as the package sets them."""
+    from sciml_norm._kernels import evonorm as kern
+
+    return {
+        "tile": kern._TILE["cuda"],
+        "persistent_tile": kern._PERSISTENT_TILE["cuda"],
+        "programs": kern._PERSISTENT_PROGRAMS,
+        "warps": kern._PERSISTENT_WARPS,
+    }
+
+
+def apply(config: dict[str, int], base: dict[str, int]) -> None:
+    """Set the module constants to ``base`` updated by ``config``."""
+    from sciml_norm._kernels import evonorm as kern
+
+    merged = {**base, **config}
+    kern._TILE["cuda"] = merged["tile"]
+    kern._PERSISTENT_TILE["cuda"] = merged["persistent_tile"]
+    kern._PERSISTENT_PROGRAMS = merged["programs"]
+    kern._PERSISTENT_WARPS = merged["warps"]
+
+
+def tasks(layouts: Sequence[str] = LAYOUTS) -> list[dict[str, Any]]:
+    """The measurements in order: phase 1 (BN+ReLU, split, default) everywhere, then the variants by priority.
+
+    Each task is a dict with ``phase``, ``shape``, ``layout``, ``layer`` ("bn-relu", "S0" or "B0"), ``strategy``
+    ("split" or "persistent"; None for BN+ReLU) and ``config`` (constants that differ from the defaults).
+    ``shared/evonorm_precompile.py`` compiles the kernels of the same list.
+    """
+    base = defaults()
+    out: list[dict[str, Any]] = []
+    for layout in layouts:
+        for shape in SHAPES:
+            out.append({"phase": 1, "shape": shape, "layout": layout, "layer": "bn-relu", "strategy": None,
+                        "config": {}})  # fmt: skip
+            for layer in ("B0", "S0"):
+                for strategy in ("split", "persistent"):
+                    out.append({"phase": 1, "shape": shape, "layout": layout, "layer": layer, "strategy": strategy,
+                                "config": {}})  # fmt: skip
+    for layout in layouts:
+        for shape in SHAPES:
+            for tile, programs, warps in B0_VARIANTS:
+                config = {"persistent_tile": tile, "programs": programs, "warps": warps}
+                if {k: base[k] for k in config} != config:
+                    out.append({"phase": 2, "shape": shape, "layout": layout, "layer": "B0",
+                                "strategy": "persistent", "config": config})  # fmt: skip
+            for tile in S0_VARIANTS:
+                if tile != base["tile"]:
+                    out.append({"phase": 2, "shape": shape, "layout": layout, "layer": "S0",
+                                "strategy": "persistent", "config": {"tile": tile}})  # fmt: skip
+    return out
+
+
+def steady_ms(step: Callable[[], None], device: torch.device, iters: int = 10, rounds: int = 3) -> float:
+    """Median over ``rounds`` of the mean time of ``iters`` back-to-back steps, in milliseconds (after 2 warm-ups)."""
+    cuda = device.type == "cuda"
+    for _ in range(2):
+        step()
+    times = []
+    for _ in range(rounds):
+        if cuda:
+            torch.cuda.synchronize(device)
+            start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            for _ in range(iters):
+                step()
+            stop.record()
+            stop.synchronize()
+            times.append(start.elapsed_time(stop) / iters)
+        else:
+            begin = time.perf_counter()
+            for _ in range(iters):
+                step()
+            times.append((time.perf_counter() - begin) * 1e3 / iters)
+    return statistics.median(times)
+
+
+def summary(records: Sequence[dict[str, Any]]) -> str:
+    """Per case: BN+ReLU, split, default and best persistent times, best/BN; per layer the most robust config."""
+    lines = [f"{'shape':>14} {'layout':>13} {'layer':>5} {'BN ms':>7} {'split':>7} {'default':>7} {'best':>7} "
+             f"{'best/BN':>7}  best config"]  # fmt: skip
+    cases = list(dict.fromkeys((tuple(r["shape"]), r["layout"]) for r in records))
+    for shape, layout in cases:
+        rows = [r for r in records if tuple(r["shape"]) == shape and r["layout"] == layout]
+        bn = next((r["ms"] for r in rows if r["layer"] == "bn-relu"), float("nan"))
+        for layer in ("B0", "S0"):
+            mine = [r for r in rows if r["layer"] == layer and r["ms"] == r["ms"]]
+            split = next((r["ms"] for r in mine if r["strategy"] == "split"), float("nan"))
+            persistent = [r for r in mine if r["strategy"] == "persistent"]
+            default = next((r["ms"] for r in persistent if not r["config"]), float("nan"))
+            best = min(persistent, key=lambda r: r["ms"], default={"ms": float("nan"), "config": None})
+            lines.append(f"{'x'.join(map(str, shape)):>14} {layout:>13} {layer:>5} {bn:7.3f} {split:7.3f} "
+                         f"{default:7.3f} {best['ms']:7.3f} {best['ms'] / bn:7.2f}  {best['config']}")  # fmt: skip
+    for layer in ("B0", "S0"):
+        worst: dict[str, float] = {}
+        for shape in SHAPES:
+            rows = [r for r in records if tuple(r["shape"]) == shape and r["layout"] == "nchw"]
+            bn = next((r["ms"] for r in rows if r["layer"] == "bn-relu"), float("nan"))
+            seen = set()
+            for r in rows:
+                if r["layer"] == layer and r["strategy"] == "persistent" and r["ms"] == r["ms"]:
+                    key = json.dumps(r["config"], sort_keys=True)
+                    seen.add(key)
+                    worst[key] = max(worst.get(key, 0.0), r["ms"] / bn)
+            for key in list(worst):
+                if key not in seen:  # measured at fewer shapes: not comparable
+                    del worst[key]
+        if worst:
+            key = min(worst, key=lambda k: worst[k])
+            lines.append(f"{layer}: smallest worst ratio to BN+ReLU over the NCHW shapes {worst[key]:.2f} with "
+                         f"{key} (default {worst.get('{}', float('nan')):.2f})")  # fmt: skip
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Run the sweep, print the summary and write the records as JSON."""
+    """Run the sweep, print the summary and write the records as JSON (after every measurement)."""
     from sciml_norm._functional import evonorm_b0, evonorm_s0
     from sciml_norm._kernels import evonorm as kern
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("json", type=Path)
     parser.add_argument("--budget", type=float, default=150.0)
+    parser.add_argument("--layouts", nargs="+", choices=LAYOUTS, default=list(LAYOUTS))
+    parser.add_argument("--device", default="cuda")
     args = parser.parse_args(argv)
-    if not torch.cuda.is_available():
-        raise SystemExit("sweep_evonorm_persistent.py needs a CUDA device")
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("sweep_evonorm_persistent.py needs a CUDA device (or --device cpu for a smoke test)")
+    backend = "triton" if device.type == "cuda" else "torch"
+    torch.backends.cudnn.benchmark = True
     deadline = time.monotonic() + args.budget
-    device = torch.device("cuda")
-    defaults = {
-        "tile": kern._TILE["cuda"],
-        "persistent_tile": kern._PERSISTENT_TILE["cuda"],
-        "programs": kern._PERSISTENT_PROGRAMS,
-        "warps": kern._PERSISTENT_WARPS,
-    }
-    s0_configs = [{"tile": t} for t in (defaults["tile"], 1024, 4096)]
-    b0_configs = [{"persistent_tile": defaults["persistent_tile"], "programs": defaults["programs"],
-                   "warps": defaults["warps"]}] + [
-        {"persistent_tile": t, "programs": p, "warps": w}
-        for t, p, w in itertools.product((2048, 4096, 8192), (128, 256, 512), (4, 8, 16))
-    ]  # fmt: skip
+    base = defaults()
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    meta = {"device": name, "torch": torch.__version__, "defaults": base, "budget_s": args.budget}
+    records: list[dict[str, Any]] = []
+    inputs: dict[tuple[Any, ...], Any] = {}
+    todo = tasks(args.layouts)
+    for task in todo:
+        if time.monotonic() > deadline:
+            break
+        shape, layout = task["shape"], task["layout"]
+        key = (shape, layout)
+        if key not in inputs:
+            inputs.clear()  # one shape's tensors at a time
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            sized = shape if device.type == "cuda" else (2, shape[1] // 8, shape[2], shape[3])
+            x, g, (w, b, v), running = evonorm_inputs(sized, device, channels_last=layout == "channels_last")
+            bn = nn.Sequential(nn.BatchNorm2d(sized[1]), nn.ReLU(inplace=True)).to(device).train()
+            inputs[key] = (x, g, (w, b, v), running, bn)
+        x, g, (w, b, v), running, bn = inputs[key]
+        if task["layer"] == "bn-relu":
+            params = [x, *bn.parameters()]
 
-    def apply(config: dict[str, int]) -> None:
-        merged = {**defaults, **config}
-        kern._TILE["cuda"] = merged["tile"]
-        kern._PERSISTENT_TILE["cuda"] = merged["persistent_tile"]
-        kern._PERSISTENT_PROGRAMS = merged["programs"]
-        kern._PERSISTENT_WARPS = merged["warps"]
+            def step() -> None:
+                torch.autograd.grad(bn(x), params, g)
+        elif task["layer"] == "S0":
 
-    records = []
-    for shape, layout in itertools.product(SHAPES, ("nchw", "channels_last")):
-        x, g, (w, b, v), running = evonorm_inputs(shape, device, channels_last=layout == "channels_last")
-        layers = {
-            "S0": (lambda: evonorm_s0(x, w, b, v, groups=32, backend="triton"), s0_configs),
-            "B0": (lambda: evonorm_b0(x, w, b, v, running, training=True, backend="triton"), b0_configs),
-        }
-        for name, (layer, configs) in layers.items():
+            def step() -> None:
+                y = evonorm_s0(x, w, b, v, groups=GROUPS, backend=backend)
+                torch.autograd.grad(y, (x, w, b, v), g)
+        else:
 
-            def step(layer=layer):
-                torch.autograd.grad(layer(), (x, w, b, v), g)
+            def step() -> None:
+                y = evonorm_b0(x, w, b, v, running, training=True, backend=backend)
+                torch.autograd.grad(y, (x, w, b, v), g)
 
-            for strategy, config in [("split", {})] + [("persistent", config) for config in configs]:
-                if time.monotonic() > deadline:
-                    break
-                kern.STRATEGY = strategy
-                apply(config)
-                try:
-                    ms = 1e3 * measure_time(step, device="cuda", min_run_time=0.05, warmup=3, max_repeats=15)
-                except Exception as error:  # a configuration Triton rejects (resources) is recorded, not fatal
-                    ms = float("nan")
-                    print("failed", shape, layout, name, strategy, config, repr(error)[:200])
-                records.append({"shape": list(shape), "layout": layout, "layer": name, "strategy": strategy,
-                                "config": config, "ms": ms})  # fmt: skip
-            apply({})
-    kern.STRATEGY = "auto"
-    print(f"device: {torch.cuda.get_device_name(0)}; defaults {defaults}")
-    print(f"{'shape':>14} {'layout':>13} {'layer':>5} {'split ms':>9} {'default ms':>10} {'best ms':>8}  best config")
-    keys = sorted({(tuple(r["shape"]), r["layout"], r["layer"]) for r in records})
-    for key in keys:
-        rows = [r for r in records if (tuple(r["shape"]), r["layout"], r["layer"]) == key]
-        split = next((r["ms"] for r in rows if r["strategy"] == "split"), float("nan"))
-        persistent = [r for r in rows if r["strategy"] == "persistent" and r["ms"] == r["ms"]]
-        default = persistent[0]["ms"] if persistent else float("nan")
-        best = min(persistent, key=lambda r: r["ms"]) if persistent else {"ms": float("nan"), "config": None}
-        shape = "x".join(map(str, key[0]))
-        print(f"{shape:>14} {key[1]:>13} {key[2]:>5} {split:9.3f} {default:10.3f} {best['ms']:8.3f}  {best['config']}")
-    args.json.write_text(json.dumps({"device": torch.cuda.get_device_name(0), "records": records}, indent=1))
+        kern.STRATEGY = task["strategy"] or "auto"
+        apply(task["config"], base)
+        try:
+            ms = steady_ms(step, device)
+        except Exception as error:  # a configuration Triton rejects (resources) is recorded, not fatal
+            ms = float("nan")
+            print("failed", task, repr(error)[:300])
+        finally:
+            apply({}, base)
+            kern.STRATEGY = "auto"
+        records.append({**task, "shape": list(shape), "ms": ms})
+        print(f"phase {task['phase']} {'x'.join(map(str, shape))} {layout} {task['layer']} {task['strategy']} "
+              f"{task['config']}: {ms:.3f} ms", flush=True)  # fmt: skip
+        args.json.write_text(json.dumps({"meta": meta, "records": records}, indent=1))
+    meta["measured"], meta["planned"] = len(records), len(todo)
+    args.json.write_text(json.dumps({"meta": meta, "records": records}, indent=1))
+    print(f"device: {name}; defaults {base}; {len(records)} of {len(todo)} measurements in the budget")
+    print(summary(records))
 
 
 if __name__ == "__main__":

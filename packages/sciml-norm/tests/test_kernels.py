@@ -8,6 +8,8 @@ before triton defines the kernels; they are built on first launch, inside the te
 """
 
 import contextlib
+import itertools
+import json
 import os
 import subprocess
 import sys
@@ -274,6 +276,90 @@ def test_direct_launches_hand_the_launcher_what_triton_does(tmp_path):
     )
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     assert "; 0 failed" in done.stdout
+
+
+@pytest.mark.slow
+def test_precompilation_leaves_nothing_for_the_real_launch_path_to_compile(tmp_path):
+    # shared/evonorm_precompile.py --quick --verify: worker processes compile the steps' kernels on the stand-in
+    # driver; a second pass through Triton's own launch path must then find every kernel in the cache (a mutation
+    # that leaves one step out of the pool fails with "2 kernels compiled anew").
+    script = Path(__file__).resolve().parents[3] / "shared" / "evonorm_precompile.py"
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["TRITON_CACHE_DIR"] = str(tmp_path / "triton-cache")
+    done = subprocess.run(
+        [sys.executable, str(script), "--quick", "--verify", "--jobs", "2"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=env,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    assert "0 failed" in done.stdout, done.stdout
+    assert "0 kernels compiled anew" in done.stdout, done.stdout
+
+
+def _load_script(path: Path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_precompilation_covers_every_step_of_the_gpu_benchmarks(monkeypatch):
+    root = Path(__file__).resolve().parents[3]
+    monkeypatch.syspath_prepend(str(root / "packages" / "sciml-norm" / "benchmarks"))
+    precompile = _load_script(root / "shared" / "evonorm_precompile.py")
+    sweep = _load_script(root / "packages" / "sciml-norm" / "benchmarks" / "sweep_evonorm_persistent.py")
+    planned = precompile.tasks(quick=False)
+    keys = {(t["layer"], t["strategy"], t["dtype"], t["layout"], tuple(t["shape"]), repr(t["config"])) for t in planned}
+    assert len(keys) == len(planned)
+    for task in sweep.tasks():
+        if task["layer"] != "bn-relu":
+            shape = tuple(task["shape"])
+            assert (task["layer"], task["strategy"], "float32", task["layout"], shape, repr(task["config"])) in keys
+    for shape in ((64, 256, 56, 56), (64, 512, 28, 28), (64, 1024, 14, 14), (64, 2048, 7, 7)):
+        for dtype, layout, layer in itertools.product(("float32", "bfloat16"), ("nchw", "channels_last"), ("S0", "B0")):
+            for strategy in ("auto", "split"):  # ours, jit and split contenders of bench_evonorm_gpu.py
+                assert (layer, strategy, dtype, layout, shape, "{}") in keys
+    # the sweep measures its baselines first everywhere, then the variants from 28x28 down
+    phases = [t["phase"] for t in sweep.tasks()]
+    assert phases == sorted(phases)
+    variants = [t for t in sweep.tasks() if t["phase"] == 2]
+    assert tuple(variants[0]["shape"]) == (64, 512, 28, 28)
+    assert variants[0]["layer"] == "B0"
+
+
+@pytest.mark.slow
+def test_gpu_benchmark_scripts_run_on_cpu(tmp_path):
+    # the benchmark, the sweep and the profile run on the GPU machine once per session with minutes to spare: their
+    # CPU mode (PyTorch backend) checks the scripts themselves here
+    bench = Path(__file__).resolve().parents[3] / "packages" / "sciml-norm" / "benchmarks"
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["PYTHONPATH"] = os.pathsep.join([str(bench), env.get("PYTHONPATH", "")])
+    scripts = (
+        ("bench_evonorm_gpu.py", ["--shapes", "2x64x7x7", "--dtypes", "float32", "--iters", "2", "--warmup", "1"]),
+        ("sweep_evonorm_persistent.py", ["--budget", "3"]),
+        ("profile_evonorm_step.py", []),
+    )
+    for script, extra in scripts:
+        out = tmp_path / (script + ".json")
+        done = subprocess.run(
+            [sys.executable, str(bench / script), str(out), "--device", "cpu", *extra],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env=env,
+            check=False,
+        )
+        assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+        records = json.loads(out.read_text())["records"]
+        assert records
+        assert all(r["layer"] for r in records)
 
 
 def test_auto_strategy_takes_persistent_kernels_where_launches_dominate(monkeypatch):
