@@ -127,17 +127,74 @@ def run_task(task: dict[str, Any]) -> None:
         kern.STRATEGY = "auto"
 
 
+_COMPILED: list[tuple[str, dict[str, Any], Any]] = []  # (kernel, constexprs and num_warps, CompiledKernel)
+
+
 def _worker_init(arch: int) -> None:
+    from triton.runtime.jit import JITFunction
+
     torch.set_num_threads(1)
     prepare(arch)
+    compile_only = JITFunction.run
+
+    def keep(self: Any, *args: Any, **kwargs: Any) -> Any:
+        kernel = compile_only(self, *args, **kwargs)
+        meta = {k: v for k, v in kwargs.items() if k.isupper() or k == "num_warps"}
+        _COMPILED.append((self.fn.__name__, meta, kernel))
+        return kernel
+
+    JITFunction.run = keep  # pyright: ignore[reportAttributeAccessIssue]
 
 
-def _worker(task: dict[str, Any]) -> str | None:
+def resource_usage(cubin: bytes) -> dict[str, int]:
+    """Registers per thread and local memory (stack frame, which holds register spills) per thread of a cubin."""
+    import re
+    import subprocess
+    import tempfile
+
+    import triton
+
+    tool = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
+    if not tool.is_file():
+        return {}
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as handle:
+        handle.write(cubin)
+        handle.flush()
+        text = subprocess.run([str(tool), "--dump-resource-usage", handle.name], capture_output=True, text=True).stdout
+    found = {key: re.search(rf"{key}:(\d+)", text) for key in ("REG", "STACK", "SHARED")}
+    return {key.lower(): int(match.group(1)) for key, match in found.items() if match}
+
+
+def _worker(task: dict[str, Any]) -> tuple[str | None, list[dict[str, Any]]]:
+    _COMPILED.clear()
     try:
         run_task(task)
     except Exception:
-        return f"{task}\n{traceback.format_exc(limit=4)}"
-    return None
+        return f"{task}\n{traceback.format_exc(limit=4)}", []
+    kernels = []
+    for name, meta, kernel in _COMPILED:
+        asm = getattr(kernel, "asm", {})
+        usage = resource_usage(asm["cubin"]) if "cubin" in asm else {}
+        kernels.append({"kernel": name.removesuffix("_kernel"), **meta, **usage})
+    return None, kernels
+
+
+def report(todo: list[dict[str, Any]], usage: list[list[dict[str, Any]]]) -> str:
+    """Registers and stack of the kernels the default constants launch at the persistent sizes; spill count."""
+    lines = []
+    for task, kernels in zip(todo, usage, strict=True):
+        if task["config"] or task["strategy"] != "auto":
+            continue
+        for k in kernels:
+            if "persistent" in k["kernel"]:
+                blocks = " ".join(f"{key}={value}" for key, value in k.items() if key.startswith("BLOCK"))
+                lines.append(f"  {task['layer']} {'x'.join(map(str, task['shape']))} {task['dtype']} {task['layout']}"
+                             f" {k['kernel']}: {k.get('reg', '?')} registers, {k.get('stack', '?')} B stack"
+                             f" ({blocks}, {k.get('num_warps', 4)} warps)")  # fmt: skip
+    stacked = sum(1 for kernels in usage for k in kernels if k.get("stack", 0) > 8)
+    total = sum(len(kernels) for kernels in usage)
+    lines.append(f"{stacked} of {total} launches use more than 8 bytes of stack (register spills)")
+    return "\n".join(lines)
 
 
 def cache_entries() -> set[str]:
@@ -158,19 +215,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--arch", type=int, default=90)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--verify", action="store_true")
+    parser.add_argument("--resources", type=Path, default=None, help="write registers and stack per kernel (JSON)")
     args = parser.parse_args(argv)
     todo = tasks(args.quick)
     begin = time.perf_counter()
     before = cache_entries()
     context = multiprocessing.get_context("spawn")  # fresh interpreters: the stand-in driver is theirs alone
     failures = []
+    usage: list[list[dict[str, Any]]] = []
     with concurrent.futures.ProcessPoolExecutor(
         max_workers=max(1, args.jobs), mp_context=context, initializer=_worker_init, initargs=(args.arch,)
     ) as pool:
-        for error in pool.map(_worker, todo):
+        for error, kernels in pool.map(_worker, todo):
+            usage.append(kernels)
             if error is not None:
                 failures.append(error)
                 print(f"FAILED {error}")
+    if args.resources is not None:
+        import json
+
+        records = [{**task, "kernels": kernels} for task, kernels in zip(todo, usage, strict=True)]
+        args.resources.write_text(json.dumps(records, indent=1))
+        print(report(todo, usage))
     added = len(cache_entries() - before)
     print(f"{len(todo)} training steps compiled for sm_{args.arch} with {args.jobs} processes in "
           f"{time.perf_counter() - begin:.1f} s: {added} new cache entries; {len(failures)} failed")  # fmt: skip

@@ -54,7 +54,8 @@ cat "$WORK/machine.txt"
 # ahead-of-time compilation of the benchmarks' kernels, on all but two cores, while the tests run
 JOBS=$(($(nproc) > 4 ? $(nproc) - 2 : 2))
 PRE_T0=$SECONDS
-timeout -k 5 200 "$PY" shared/evonorm_precompile.py --jobs "$JOBS" >"$WORK/precompile.log" 2>&1 &
+timeout -k 5 200 "$PY" shared/evonorm_precompile.py --jobs "$JOBS" --resources "$WORK/kernel-resources.json" \
+    >"$WORK/precompile.log" 2>&1 &
 PRE_PID=$!
 
 PYTEST=("$PY" -m pytest -p no:cacheprovider -q -m gpu -o addopts="" --import-mode=importlib -W "ignore::DeprecationWarning")

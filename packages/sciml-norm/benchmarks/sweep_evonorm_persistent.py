@@ -47,21 +47,26 @@ SHAPES = ((64, 512, 28, 28), (64, 1024, 14, 14), (64, 2048, 7, 7))
 LAYOUTS = ("nchw", "channels_last")
 GROUPS = 32
 # B0: (elements per tile, target number of programs, warps per program), most promising first. More programs than
-# SMs put several programs on an SM, and bigger tiles put more loads in flight per program: both raise the memory
-# traffic one wave of programs can sustain, which is what a GPU-bound 28x28 step needs.
+# SMs put several programs on an SM and bigger tiles put more loads in flight per program: both raise the memory
+# traffic one wave can sustain, which a GPU-bound 28x28 step needs. How many programs an SM holds is set by their
+# registers (65536 per SM): sm_90 builds of the backward kernel (shared/evonorm_precompile.py --resources, NCHW
+# float32, 28x28 / 14x14 / 7x7) take 47 / 64 / 128 registers per thread with (1024, 512, 4), against 164 / 254 / 254
+# with the defaults (4096, 128, 8); the big tiles spill at 14x14 and 7x7, so they come last.
 B0_VARIANTS = (
+    (1024, 512, 4),
     (4096, 256, 8),
-    (4096, 512, 8),
-    (8192, 128, 8),
-    (8192, 256, 8),
     (2048, 512, 4),
-    (4096, 512, 4),
-    (4096, 128, 4),
-    (8192, 128, 16),
+    (1024, 256, 4),
+    (4096, 512, 8),
     (2048, 256, 8),
-    (8192, 512, 8),
+    (2048, 128, 8),
+    (4096, 128, 4),
+    (8192, 128, 8),
+    (8192, 128, 16),
 )
-S0_VARIANTS = (4096, 1024, 8192)  # elements per (channels x H W) tile of one group
+# S0: elements per (channels x H W) tile of one group; at 7x7 NCHW the backward takes 237 registers with the default
+# 2048, 149 with 1024, 71 with 512 and 40 with 256
+S0_VARIANTS = (1024, 512, 256, 4096)
 
 
 def defaults() -> dict[str, int]:
