@@ -50,7 +50,7 @@ GROUPS = 32
 # SMs put several programs on an SM and bigger tiles put more loads in flight per program: both raise the memory
 # traffic one wave can sustain, which a GPU-bound 28x28 step needs. How many programs an SM holds is set by their
 # registers (65536 per SM): sm_90 builds of the backward kernel (shared/evonorm_precompile.py --resources, NCHW
-# float32, 28x28 / 14x14 / 7x7) take 47 / 64 / 128 registers per thread with (1024, 512, 4), against 164 / 254 / 254
+# float32, 28x28 / 14x14 / 7x7) take 47 / 64 / 128 registers per thread with (1024, 512, 4), against 117 / 250 / 252
 # with the defaults (4096, 128, 8); the big tiles spill at 14x14 and 7x7, so they come last.
 B0_VARIANTS = (
     (1024, 512, 4),

@@ -362,6 +362,30 @@ def test_gpu_benchmark_scripts_run_on_cpu(tmp_path):
         assert all(r["layer"] for r in records)
 
 
+def test_b0_persistent_kernels_take_64_bit_offsets_only_where_32_bits_overflow(monkeypatch):
+    # offsets (n, c, hw padded to whole blocks) times the strides of x, of y / dx and of the cotangent, and the
+    # (N, C) statistics: 32-bit arithmetic up to 2^31 - 1, 64-bit from there
+    monkeypatch.setattr(fused, "STRATEGY", "persistent")
+
+    def wide(shape, channels_last=False):
+        fmt = torch.channels_last if channels_last else torch.contiguous_format
+        stride = torch.empty(shape, device="meta", memory_format=fmt).stride()
+        return fused._b0_persistent(fused._plan_for(shape, stride, True, *fused_args())).wide
+
+    for shape in ((64, 256, 56, 56), (64, 512, 28, 28), (64, 1024, 14, 14), (64, 2048, 7, 7), (256, 64, 112, 112)):
+        assert not wide(shape)
+        assert not wide(shape, channels_last=True)
+    assert wide((1024, 64, 256, 256))  # 2^32 elements
+    assert wide((8, 64, 2048, 2048))  # exactly 2^31 elements: the last offset fits, the padded blocks' do not
+    plan = fused._plan_for((2, 4, 3, 3), (36, 9, 3, 1), True, *fused_args())
+    pp = fused._b0_persistent(plan)
+    assert not fused._grad_needs_wide(plan, pp, (36, 9, 1))
+    assert fused._grad_needs_wide(plan, pp, (2**31, 9, 1))  # a cotangent with a huge batch stride
+    # the (N, C) statistics count too: with zero strides the largest offset is (4 + 1) * 3 + (3 + 1) = 19
+    assert fused._wide_offsets((4, 3, 5), (1, 1, 1), 19, (0, 0, 0))
+    assert not fused._wide_offsets((4, 3, 5), (1, 1, 1), 20, (0, 0, 0))
+
+
 def test_auto_strategy_takes_persistent_kernels_where_launches_dominate(monkeypatch):
     # "auto": one launch per pass for the host-bound sizes (ResNet-50's 28x28, 14x14 and 7x7 stages at batch 64),
     # the split passes where the GPU's memory traffic dominates (56x56) or where the persistent grid would be too
@@ -506,13 +530,17 @@ def test_interpreter_finalize_kernels(monkeypatch, tile):
 
 @pytest.mark.interpret
 @needs_interpreter
+@pytest.mark.parametrize("wide", [False, True])
 @pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize(("tile", "programs"), [(8, 1), (1024, 1), (1024, 128)])
-def test_interpreter_persistent_kernels(monkeypatch, tile, programs, channels_last):
+def test_interpreter_persistent_kernels(monkeypatch, tile, programs, channels_last, wide):
     # the persistent kernels; small tiles force the loops over blocks of a group's channels (merged by Chan's
     # formula), over blocks of samples (B0's batch statistics merged likewise), over H*W, and masked channel blocks;
-    # channel means 40 apart make a single shift for the whole group lose precision (hence the per-channel shifts)
+    # channel means 40 apart make a single shift for the whole group lose precision (hence the per-channel shifts);
+    # wide: B0's 64-bit offsets (taken from 2^31 on), forced by lowering the threshold
     monkeypatch.setattr(fused, "STRATEGY", "persistent")
+    if wide:
+        monkeypatch.setattr(fused, "_INT32_OFFSETS", 1)
     monkeypatch.setitem(fused._PERSISTENT_TILE, "interpret", tile)
     monkeypatch.setitem(fused._TILE, "interpret", tile // 2)
     monkeypatch.setattr(fused, "_PERSISTENT_PROGRAMS", programs)

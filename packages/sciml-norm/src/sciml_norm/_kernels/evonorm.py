@@ -121,6 +121,7 @@ _PERSISTENT_SMALL_NUMEL = 1 << 20  # ... or are this small anyway
 _PERSISTENT_PROGRAMS = 128  # B0: channel blocks are sized for about this many programs (one wave on an H100)
 _PERSISTENT_TILE = {"cuda": 4096, "interpret": 1024}  # B0: elements per BLOCK_N x BLOCK_C x BLOCK_HW tile
 _PERSISTENT_WARPS = 8  # B0: warps per program (few programs, each streaming N x HW x BLOCK_C elements twice)
+_INT32_OFFSETS = 1 << 31  # B0's persistent kernels form offsets in 32 bits below this (tests lower it)
 
 
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -946,6 +947,7 @@ def _kernels() -> dict[str, Any]:
         UPDATE: tl.constexpr,
         UPDATE_F64: tl.constexpr,
         F64: tl.constexpr,
+        WIDE: tl.constexpr,
         BLOCK_N: tl.constexpr,
         BLOCK_C: tl.constexpr,
         BLOCK_HW: tl.constexpr,
@@ -953,7 +955,9 @@ def _kernels() -> dict[str, Any]:
         # one program per block of channels owns the whole batch: pass 1 walks (n, hw) in BLOCK_N x BLOCK_C x
         # BLOCK_HW tiles for the instance statistics (written out) and merges them into the batch statistics
         # (Chan's formula over blocks of samples); pass 2 reads the instance std back and writes y. stats_ptr
-        # holds, one after the other: instance mean (N, C), instance std (N, C), batch mean, left, batch var (C,)
+        # holds, one after the other: instance mean (N, C), instance std (N, C), batch mean, left, batch var (C,).
+        # Offsets are 32-bit unless WIDE (some offset, padding lanes included, reaches 2^31): the per-(n, c)
+        # pointers of a tile are most of its registers
         imean_ptr = stats_ptr
         istd_ptr = stats_ptr + N * C
         bmean_ptr = stats_ptr + 2 * N * C
@@ -968,7 +972,9 @@ def _kernels() -> dict[str, Any]:
         bm2 = tl.zeros([BLOCK_C], acc)
         done = tl.sum(tl.zeros([BLOCK_C], acc), axis=0)  # samples merged so far
         for nstart in range(0, N, BLOCK_N):
-            rows = (nstart + n0).to(tl.int64)
+            rows = nstart + n0
+            if WIDE:
+                rows = rows.to(tl.int64)
             ok = (rows < N)[:, None] & c_ok[None, :]
             base = x_ptr + rows[:, None] * sxn + cols[None, :] * sxc
             shift = tl.load(base, mask=ok, other=0.0).to(acc)
@@ -1024,7 +1030,9 @@ def _kernels() -> dict[str, Any]:
         b = tl.load(b_ptr + cols, mask=c_ok, other=0.0).to(acc)
         v = tl.load(v_ptr + cols, mask=c_ok, other=0.0).to(acc)
         for nstart in range(0, N, BLOCK_N):
-            rows = (nstart + n0).to(tl.int64)
+            rows = nstart + n0
+            if WIDE:
+                rows = rows.to(tl.int64)
             ok = (rows < N)[:, None] & c_ok[None, :]
             istd = tl.load(istd_ptr + rows[:, None] * C + cols[None, :], mask=ok, other=1.0)
             base = x_ptr + rows[:, None] * sxn + cols[None, :] * sxc
@@ -1067,6 +1075,7 @@ def _kernels() -> dict[str, Any]:
         sdc,
         sdhw,
         TRAINING: tl.constexpr,
+        WIDE: tl.constexpr,
         BLOCK_N: tl.constexpr,
         BLOCK_C: tl.constexpr,
         BLOCK_HW: tl.constexpr,
@@ -1092,7 +1101,9 @@ def _kernels() -> dict[str, Any]:
         sum_v = tl.zeros([BLOCK_C], acc)
         sum_l = tl.zeros([BLOCK_C], acc)
         for nstart in range(0, N, BLOCK_N):
-            rows = (nstart + n0).to(tl.int64)
+            rows = nstart + n0
+            if WIDE:
+                rows = rows.to(tl.int64)
             ok = (rows < N)[:, None] & c_ok[None, :]
             index = rows[:, None] * C + cols[None, :]
             istd = tl.load(istd_ptr + index, mask=ok, other=1.0)
@@ -1122,7 +1133,9 @@ def _kernels() -> dict[str, Any]:
         bmean = tl.load(bmean_ptr + cols, mask=c_ok, other=0.0)
         tl.debug_barrier()  # sum(t gamma) written above, by other threads of this program, is read below
         for nstart in range(0, N, BLOCK_N):
-            rows = (nstart + n0).to(tl.int64)
+            rows = nstart + n0
+            if WIDE:
+                rows = rows.to(tl.int64)
             ok = (rows < N)[:, None] & c_ok[None, :]
             index = rows[:, None] * C + cols[None, :]
             istd = tl.load(istd_ptr + index, mask=ok, other=1.0)
@@ -1289,6 +1302,8 @@ class _PersistentPlan(NamedTuple):
     block_hw: int
     grid: tuple[int]
     options: dict[str, Any]
+    wide: bool = False  # B0: 64-bit offsets for the input and output layouts (see _wide_offsets)
+    checked: tuple[tuple[int, ...], ...] = ()  # B0: the (n, c, hw) strides `wide` covers
 
 
 def _prev_pow2(n: int) -> int:
@@ -1324,11 +1339,9 @@ def _s0_persistent_plan(
 
 
 @functools.lru_cache(maxsize=512)
-def _b0_persistent_plan(
-    plan: tuple[int, int, int, int], cuda: bool, strategy: str, limits: tuple[int, ...]
-) -> _PersistentPlan:
+def _b0_persistent_plan(plan: tuple[int, ...], cuda: bool, strategy: str, limits: tuple[int, ...]) -> _PersistentPlan:
     del limits
-    n, c, hw, _ = plan
+    n, c, hw = plan[:3]
     tile = _PERSISTENT_TILE["cuda" if cuda else "interpret"]
     block_c = min(_next_pow2(c), _prev_pow2(c // _PERSISTENT_PROGRAMS), tile)
     block_hw = min(_next_pow2(hw), max(1, tile // block_c))
@@ -1336,7 +1349,9 @@ def _b0_persistent_plan(
     programs = -(-c // block_c)
     use = _use_persistent(strategy, n * c * hw, programs)
     options: dict[str, Any] = {"enable_fp_fusion": True, "num_warps": _PERSISTENT_WARPS} if cuda else {}
-    return _PersistentPlan(use, block_n, block_c, block_hw, (programs,), options)
+    strides = (plan[3:6], plan[6:9])  # x, then y / dx (the layout the kernels write)
+    wide = _wide_offsets((n, c, hw), (block_n, block_c, block_hw), _INT32_OFFSETS, *strides)
+    return _PersistentPlan(use, block_n, block_c, block_hw, (programs,), options, wide, strides)
 
 
 def _limits() -> tuple[int, ...]:
@@ -1350,7 +1365,28 @@ def _limits() -> tuple[int, ...]:
         _PERSISTENT_WARPS,
         _TILE["cuda"],
         _TILE["interpret"],
+        _INT32_OFFSETS,
     )
+
+
+@functools.lru_cache(maxsize=512)
+def _wide_offsets(
+    sizes: tuple[int, int, int], blocks: tuple[int, int, int], limit: int, *strides: tuple[int, ...]
+) -> bool:
+    """Whether a persistent B0 kernel needs 64-bit offsets.
+
+    True when the largest offset it forms reaches ``limit`` (``_INT32_OFFSETS``): over the (n, c, hw) strides of
+    each tensor given and over the (N, C) statistics, with the padding lanes of the last blocks included (their
+    loads are masked, but their offsets are computed).
+    """
+    extents = tuple(size + block for size, block in zip(sizes, blocks, strict=True))
+    span = max(sum(e * abs(st) for e, st in zip(extents, stride, strict=True)) for stride in strides)
+    return max(span, extents[0] * sizes[1] + extents[1]) >= limit
+
+
+def _grad_needs_wide(plan: _Plan, pp: _PersistentPlan, strides: tuple[int, int, int]) -> bool:
+    """:func:`_wide_offsets` for a cotangent whose strides differ from the input's and the output's."""
+    return _wide_offsets((plan.n, plan.c, plan.hw), (pp.block_n, pp.block_c, pp.block_hw), _INT32_OFFSETS, strides)
 
 
 def _s0_persistent(plan: _Plan, groups: int) -> _PersistentPlan:
@@ -1358,7 +1394,8 @@ def _s0_persistent(plan: _Plan, groups: int) -> _PersistentPlan:
 
 
 def _b0_persistent(plan: _Plan) -> _PersistentPlan:
-    return _b0_persistent_plan((plan.n, plan.c, plan.hw, plan.sxc), plan.cuda, _strategy(), _limits())
+    key = (plan.n, plan.c, plan.hw, plan.sxn, plan.sxc, plan.sxhw, plan.syn, plan.syc, plan.syhw)
+    return _b0_persistent_plan(key, plan.cuda, _strategy(), _limits())
 
 
 def _vec(t: Tensor) -> Tensor:
@@ -1994,6 +2031,7 @@ def _b0_forward_persistent_packed(
         UPDATE=training and momentum is not None,
         UPDATE_F64=work == torch.float64 or running_var.dtype == torch.float64,
         F64=work == torch.float64,
+        WIDE=pp.wide,
         BLOCK_N=pp.block_n,
         BLOCK_C=pp.block_c,
         BLOCK_HW=pp.block_hw,
@@ -2060,6 +2098,7 @@ def _b0_backward_persistent(
         plan.syc,
         plan.syhw,
         TRAINING=training,
+        WIDE=pp.wide or (grad_strides not in pp.checked and _grad_needs_wide(plan, pp, grad_strides)),
         BLOCK_N=pp.block_n,
         BLOCK_C=pp.block_c,
         BLOCK_HW=pp.block_hw,
