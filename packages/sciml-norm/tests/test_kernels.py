@@ -676,6 +676,19 @@ def test_cuda_b0_matches_eager(dtype, tol, channels_last, training, shape, strat
 
 @pytest.mark.gpu
 @needs_cuda
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_cuda_b0_wide_offsets_match_eager(monkeypatch, channels_last):
+    # B0's persistent kernels with 64-bit offsets (taken only from 2^31 on; forced here by lowering the threshold)
+    monkeypatch.setattr(fused, "STRATEGY", "persistent")
+    monkeypatch.setattr(fused, "_INT32_OFFSETS", 1)
+    args = make((8, 64, 28, 28), dtype=F32, channels_last=channels_last, device="cuda")
+    assert fused._b0_persistent(fused._plan(args[0])).wide
+    got = b0_run("triton", True, *args)
+    assert_matches(got, reference64(lambda backend, *a: b0_run(backend, True, *a), *args), 1e-5)
+
+
+@pytest.mark.gpu
+@needs_cuda
 def test_cuda_auto_takes_the_kernels(monkeypatch):
     calls = []
     original = fused.evonorm_s0_fused
