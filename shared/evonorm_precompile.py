@@ -2,7 +2,7 @@
 
 Usage (repository root; on the GPU machine before the benchmarks, or anywhere to check it)::
 
-    python shared/evonorm_precompile.py [--jobs N] [--quick] [--verify] [--arch 90]
+    python shared/evonorm_precompile.py [--jobs N] [--quick] [--verify] [--resources OUT.json] [--arch 90]
 
 Triton compiles a kernel specialization on its first launch, in the launching process, one at a time: about a
 second each, and the EvoNorm benchmarks (``bench_evonorm_gpu.py`` in NCHW and channels-last, float32 and bfloat16,
@@ -16,7 +16,10 @@ cache key depends on the source, the specialization, the target and the compiler
 
 ``--verify`` then runs every step again in this process, through Triton's real launch path (the stand-in launcher
 records the launch) and counts the cache entries that appear: any would be a kernel the precompilation missed
-(exit status 1). ``--quick`` takes one small shape (for the test suite). Exit status 1 on any failure.
+(exit status 1). ``--resources`` writes, for every step, the registers per thread, the stack frame (where ptxas puts
+register spills) and the shared memory of each kernel it launched (``cuobjdump --dump-resource-usage`` on the
+cubin), and prints them for the default constants: how many programs of a kernel an SM can hold. ``--quick`` takes
+one small shape (for the test suite). Exit status 1 on any failure.
 """
 
 from __future__ import annotations
