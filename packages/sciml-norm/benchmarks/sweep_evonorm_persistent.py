@@ -13,7 +13,8 @@ gradients of the input and the parameters) of
   default launch constants (phase 1, every shape and layout: about 30 measurements of kernels already compiled by
   the benchmark run before it);
 * then, in order of priority, variants of the persistent kernels' constants (phase 2): B0's (elements per tile,
-  target number of programs, warps per program) and S0's elements per group tile (``_TILE["cuda"]``), shape by shape
+  target number of programs, warps per program) and the direction of its second pass over the batch
+  (``_PERSISTENT_REVERSE``), and S0's elements per group tile (``_TILE["cuda"]``), shape by shape
   from 28x28 (where the step is most likely bound by the GPU's memory traffic) down to 7x7, NCHW before
   channels-last.
 
@@ -78,6 +79,7 @@ def defaults() -> dict[str, int]:
         "persistent_tile": kern._PERSISTENT_TILE["cuda"],
         "programs": kern._PERSISTENT_PROGRAMS,
         "warps": kern._PERSISTENT_WARPS,
+        "reverse": kern._PERSISTENT_REVERSE,
     }
 
 
@@ -90,6 +92,7 @@ def apply(config: dict[str, int], base: dict[str, int]) -> None:
     kern._PERSISTENT_TILE["cuda"] = merged["persistent_tile"]
     kern._PERSISTENT_PROGRAMS = merged["programs"]
     kern._PERSISTENT_WARPS = merged["warps"]
+    kern._PERSISTENT_REVERSE = merged["reverse"]
 
 
 def tasks(layouts: Sequence[str] = LAYOUTS) -> list[dict[str, Any]]:
@@ -111,8 +114,9 @@ def tasks(layouts: Sequence[str] = LAYOUTS) -> list[dict[str, Any]]:
                                 "config": {}})  # fmt: skip
     for layout in layouts:
         for shape in SHAPES:
-            for tile, programs, warps in B0_VARIANTS:
-                config = {"persistent_tile": tile, "programs": programs, "warps": warps}
+            configs = [{"persistent_tile": t, "programs": p, "warps": w} for t, p, w in B0_VARIANTS]
+            configs.insert(1, {"reverse": not base["reverse"]})  # the order of B0's second pass over the batch
+            for config in configs:
                 if {k: base[k] for k in config} != config:
                     out.append({"phase": 2, "shape": shape, "layout": layout, "layer": "B0",
                                 "strategy": "persistent", "config": config})  # fmt: skip

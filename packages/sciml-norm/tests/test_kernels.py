@@ -551,6 +551,25 @@ def test_interpreter_persistent_kernels(monkeypatch, tile, programs, channels_la
 
 @pytest.mark.interpret
 @needs_interpreter
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_interpreter_b0_second_pass_order_changes_no_bit(monkeypatch, channels_last):
+    # B0's persistent kernels walk the batch backwards in their second pass (for L2 reuse); that pass is
+    # element-wise, so either direction gives the same bits (small tiles: several blocks of samples)
+    monkeypatch.setattr(fused, "STRATEGY", "persistent")
+    monkeypatch.setitem(fused._PERSISTENT_TILE, "interpret", 8)
+    monkeypatch.setattr(fused, "_PERSISTENT_PROGRAMS", 1)
+    args = make((7, 6, 3, 2), dtype=F32, channels_last=channels_last)
+    runs = []
+    for reverse in (True, False):
+        monkeypatch.setattr(fused, "_PERSISTENT_REVERSE", reverse)
+        runs.append([b0_run("triton", training, *args) for training in (True, False)])
+    for got, want in zip(runs[0], runs[1], strict=True):
+        for a, e in zip(got, want, strict=True):
+            assert torch.equal(a, e)
+
+
+@pytest.mark.interpret
+@needs_interpreter
 def test_interpreter_strided_inputs(strategy):
     x, cot, w, b, v, rv = make((2, 6, 4, 5))
     # H and W swapped in memory: they do not flatten, the kernels read a copy

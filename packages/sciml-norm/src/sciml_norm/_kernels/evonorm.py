@@ -122,6 +122,9 @@ _PERSISTENT_PROGRAMS = 128  # B0: channel blocks are sized for about this many p
 _PERSISTENT_TILE = {"cuda": 4096, "interpret": 1024}  # B0: elements per BLOCK_N x BLOCK_C x BLOCK_HW tile
 _PERSISTENT_WARPS = 8  # B0: warps per program (few programs, each streaming N x HW x BLOCK_C elements twice)
 _INT32_OFFSETS = 1 << 31  # B0's persistent kernels form offsets in 32 bits below this (tests lower it)
+# B0's persistent kernels walk the batch backwards in their second pass, so that it starts on the blocks the first
+# pass read last, the ones most likely still in L2 (the same bits either way: pass 2 is element-wise)
+_PERSISTENT_REVERSE = True
 
 
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -948,6 +951,7 @@ def _kernels() -> dict[str, Any]:
         UPDATE_F64: tl.constexpr,
         F64: tl.constexpr,
         WIDE: tl.constexpr,
+        REVERSE: tl.constexpr,
         BLOCK_N: tl.constexpr,
         BLOCK_C: tl.constexpr,
         BLOCK_HW: tl.constexpr,
@@ -1029,7 +1033,12 @@ def _kernels() -> dict[str, Any]:
         w = tl.load(w_ptr + cols, mask=c_ok, other=0.0).to(acc)
         b = tl.load(b_ptr + cols, mask=c_ok, other=0.0).to(acc)
         v = tl.load(v_ptr + cols, mask=c_ok, other=0.0).to(acc)
-        for nstart in range(0, N, BLOCK_N):
+        n_blocks = tl.cdiv(N, BLOCK_N)
+        for step in range(0, n_blocks):
+            if REVERSE:  # noqa: SIM108  (last block of samples first: pass 1 has just read it, maybe still in L2)
+                nstart = (n_blocks - 1 - step) * BLOCK_N
+            else:
+                nstart = step * BLOCK_N
             rows = nstart + n0
             if WIDE:
                 rows = rows.to(tl.int64)
@@ -1076,6 +1085,7 @@ def _kernels() -> dict[str, Any]:
         sdhw,
         TRAINING: tl.constexpr,
         WIDE: tl.constexpr,
+        REVERSE: tl.constexpr,
         BLOCK_N: tl.constexpr,
         BLOCK_C: tl.constexpr,
         BLOCK_HW: tl.constexpr,
@@ -1132,7 +1142,12 @@ def _kernels() -> dict[str, Any]:
         bcoef = sum_l / (N * HW * left)
         bmean = tl.load(bmean_ptr + cols, mask=c_ok, other=0.0)
         tl.debug_barrier()  # sum(t gamma) written above, by other threads of this program, is read below
-        for nstart in range(0, N, BLOCK_N):
+        n_blocks = tl.cdiv(N, BLOCK_N)
+        for step in range(0, n_blocks):
+            if REVERSE:  # noqa: SIM108  (last block of samples first: pass 1 has just read it, maybe still in L2)
+                nstart = (n_blocks - 1 - step) * BLOCK_N
+            else:
+                nstart = step * BLOCK_N
             rows = nstart + n0
             if WIDE:
                 rows = rows.to(tl.int64)
@@ -2032,6 +2047,7 @@ def _b0_forward_persistent_packed(
         UPDATE_F64=work == torch.float64 or running_var.dtype == torch.float64,
         F64=work == torch.float64,
         WIDE=pp.wide,
+        REVERSE=_PERSISTENT_REVERSE,
         BLOCK_N=pp.block_n,
         BLOCK_C=pp.block_c,
         BLOCK_HW=pp.block_hw,
@@ -2099,6 +2115,7 @@ def _b0_backward_persistent(
         plan.syhw,
         TRAINING=training,
         WIDE=pp.wide or (grad_strides not in pp.checked and _grad_needs_wide(plan, pp, grad_strides)),
+        REVERSE=_PERSISTENT_REVERSE,
         BLOCK_N=pp.block_n,
         BLOCK_C=pp.block_c,
         BLOCK_HW=pp.block_hw,
