@@ -66,8 +66,8 @@ step evonorm-nchw 110 "$PY" packages/sciml-norm/benchmarks/bench_evonorm_gpu.py 
 step evonorm-cl 85 "$PY" packages/sciml-norm/benchmarks/bench_evonorm_gpu.py "$WORK/evonorm-cl.json" --channels-last
 step profile-step 50 "$PY" packages/sciml-norm/benchmarks/profile_evonorm_step.py "$WORK/profile-step.json"
 if [ "${PERSISTENT_SWEEP:-1}" = 1 ]; then
-    # whatever is left of about 560 s (the session's device time is 900 s, start-up included), at least 40 s
-    SWEEP_BUDGET=$((560 - SECONDS > 40 ? 560 - SECONDS : 40))
+    # whatever is left of about 540 s (the run is given 590 s and must still pack its results), at least 40 s
+    SWEEP_BUDGET=$((540 - SECONDS > 40 ? 540 - SECONDS : 40))
     step sweep-persistent $((SWEEP_BUDGET + 20)) "$PY" packages/sciml-norm/benchmarks/sweep_evonorm_persistent.py \
         "$WORK/sweep-persistent.json" --budget "$SWEEP_BUDGET"
 fi
