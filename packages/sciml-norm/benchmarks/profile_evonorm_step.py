@@ -16,7 +16,8 @@ step (forward, then the gradients of the input and the parameters) three ways:
   ``torch.profiler`` (CUPTI) over 5 steps.
 
 A step is host-bound when ``step_us`` is close to ``host_us`` and well above ``gpu_us``. It prints a table with the
-ratios to BatchNorm2d+ReLU and writes the records as JSON. ``--device cpu`` runs the same code on the CPU (ours
+ratios to BatchNorm2d+ReLU and writes the records as JSON (after every measurement, so that a run cut short keeps
+them). ``--device cpu`` runs the same code on the CPU (ours
 through the PyTorch backend), as a smoke test of the script itself.
 """
 
@@ -110,6 +111,8 @@ def main(argv: list[str] | None = None) -> None:
     backend = "triton" if device.type == "cuda" else "torch"
     shapes = SHAPES if device.type == "cuda" else ((2, 64, 7, 7),)
     records: list[dict[str, Any]] = []
+    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    meta = {"device": device_name, "torch": torch.__version__}
     print(f"{'shape':>16} {'layer':>9} {'host us':>8} {'step us':>8} {'GPU us':>8} {'kernels':>7} {'step/BN':>7}")
     for shape in shapes:
         x, cotangent, _, _ = evonorm_inputs(shape, device)
@@ -131,6 +134,7 @@ def main(argv: list[str] | None = None) -> None:
 
             result = measure(step, device, args.steps)
             rows.append({"shape": list(shape), "layer": name, "strategy": strategy, "launch": launch, **result})
+            args.json.write_text(json.dumps({"meta": meta, "records": records + rows}, indent=1))
         kern.STRATEGY, _launch.LAUNCH = "auto", "direct"
         bn = next(r for r in rows if r["layer"] == "bn-relu")
         for r in rows:
@@ -138,9 +142,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{'x'.join(map(str, shape)):>16} {r['layer']:>9} {r['host_us']:8.1f} {r['step_us']:8.1f} "
                   f"{r['gpu_us']:8.1f} {r['kernels']:7.1f} {r['step_over_bn']:7.2f}")  # fmt: skip
         records.extend(rows)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    meta = {"device": name, "torch": torch.__version__}
-    args.json.write_text(json.dumps({"meta": meta, "records": records}, indent=1))
+        args.json.write_text(json.dumps({"meta": meta, "records": records}, indent=1))
 
 
 if __name__ == "__main__":
