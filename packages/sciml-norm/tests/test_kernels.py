@@ -334,6 +334,41 @@ def test_precompilation_covers_every_step_of_the_gpu_benchmarks(monkeypatch):
     assert variants[0]["layer"] == "B0"
 
 
+def test_gpu_results_summary_checks_the_target_on_every_row(tmp_path, monkeypatch, capsys):
+    # shared/summarize_evonorm_gpu.py on a made-up work/ folder: the README table, and the verdict of issue 6's
+    # target (every ours row at 28x28, 14x14 and 7x7 within 1.5x BatchNorm2d+ReLU; a missing row is not met)
+    root = Path(__file__).resolve().parents[3]
+    monkeypatch.syspath_prepend(str(root / "packages" / "sciml-norm" / "benchmarks"))
+    summarize = _load_script(root / "shared" / "summarize_evonorm_gpu.py")
+    work = tmp_path / "work"
+    work.mkdir()
+
+    def write(ratio_b0_7x7, drop=None):
+        records = []
+        for shape in ((64, 512, 28, 28), (64, 1024, 14, 14), (64, 2048, 7, 7)):
+            for dtype in ("float32", "bfloat16"):
+                times = {"bn-relu": 0.4, "ours-S0": 0.5, "ours-B0": 0.5, "timm-S0": 2.0, "timm-B0": 2.0}
+                if shape[2] == 7:
+                    times["ours-B0"] = 0.4 * ratio_b0_7x7
+                for layer, ms in times.items():
+                    if (shape[2], dtype, layer) != drop:
+                        records.append({"shape": list(shape), "dtype": dtype, "layout": "nchw", "layer": layer,
+                                        "ms": ms, "peak_mib": 10.0})  # fmt: skip
+        (work / "evonorm-nchw.json").write_text(json.dumps({"device": "test GPU", "torch": "x", "records": records}))
+
+    write(1.4)
+    assert summarize.main([str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "| 64x2048x7x7 | float32 | 0.50 | 2.00 | 0.56 | 2.00 | 0.40 | 1.25 | 1.40 | 10 / 10 / 10 |" in out
+    assert ": MET" in out
+    write(1.6)
+    assert summarize.main([str(work)]) == 1
+    assert "64x2048x7x7 bfloat16 ours-B0: 1.60x BN+ReLU (MISSED)" in capsys.readouterr().out
+    write(1.0, drop=(14, "bfloat16", "ours-S0"))
+    assert summarize.main([str(tmp_path)]) == 1
+    assert "1 of the 12 ours rows at the target shapes are missing" in capsys.readouterr().out
+
+
 @pytest.mark.slow
 def test_gpu_benchmark_scripts_run_on_cpu(tmp_path):
     # the benchmark, the sweep and the profile run on the GPU machine once per session with minutes to spare: their
