@@ -69,7 +69,7 @@ def tasks(quick: bool) -> list[dict[str, Any]]:
                     "config": {}})  # fmt: skip
     for task in sweep.tasks():
         if task["layer"] != "bn-relu":
-            out.append({"layer": task["layer"], "strategy": task["strategy"], "dtype": "float32",
+            out.append({"layer": task["layer"], "strategy": task["strategy"], "dtype": task["dtype"],
                         "layout": task["layout"], "shape": task["shape"], "config": task["config"]})  # fmt: skip
     unique = {repr(sorted(t.items())): t for t in out}
     return list(unique.values())

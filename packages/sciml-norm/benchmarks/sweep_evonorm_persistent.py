@@ -5,8 +5,8 @@ Run on a CUDA machine from the repository root (sources on ``PYTHONPATH``)::
     python packages/sciml-norm/benchmarks/sweep_evonorm_persistent.py OUT.json [--budget SECONDS]
         [--layouts nchw channels_last] [--device cuda]
 
-At ResNet-50's 28x28, 14x14 and 7x7 stage shapes (batch 64, float32) it times one training step (forward, then the
-gradients of the input and the parameters) of
+At ResNet-50's 28x28, 14x14 and 7x7 stage shapes (batch 64; float32, then bfloat16 for NCHW) it times one
+training step (forward, then the gradients of the input and the parameters) of
 
 * ``bn-relu``: BatchNorm2d + ReLU (cuDNN), the reference of every ratio;
 * EvoNorm-S0 and B0 with the split passes (``STRATEGY = "split"``) and with the persistent kernels at their
@@ -16,7 +16,8 @@ gradients of the input and the parameters) of
   target number of programs, warps per program) and the direction of its second pass over the batch
   (``_PERSISTENT_REVERSE``), and S0's elements per group tile (``_TILE["cuda"]``), shape by shape
   from 28x28 (where the step is most likely bound by the GPU's memory traffic) down to 7x7, NCHW before
-  channels-last.
+  channels-last;
+* then (phase 3) the baselines and the variants again in bfloat16, NCHW only.
 
 Each time is the median over 3 rounds of the mean of 10 steps issued back to back between two CUDA events (the
 throughput a training loop sees, as in ``bench_evonorm_gpu.py``). Measurements run in that order until ``--budget``
@@ -46,6 +47,7 @@ from torch import nn
 
 SHAPES = ((64, 512, 28, 28), (64, 1024, 14, 14), (64, 2048, 7, 7))
 LAYOUTS = ("nchw", "channels_last")
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 GROUPS = 32
 # B0: (elements per tile, target number of programs, warps per program), most promising first. More programs than
 # SMs put several programs on an SM and bigger tiles put more loads in flight per program: both raise the memory
@@ -96,34 +98,49 @@ def apply(config: dict[str, int], base: dict[str, int]) -> None:
 
 
 def tasks(layouts: Sequence[str] = LAYOUTS) -> list[dict[str, Any]]:
-    """The measurements in order: phase 1 (BN+ReLU, split, default) everywhere, then the variants by priority.
+    """The measurements in order: float32 baselines everywhere, float32 variants, then bfloat16 NCHW.
 
-    Each task is a dict with ``phase``, ``shape``, ``layout``, ``layer`` ("bn-relu", "S0" or "B0"), ``strategy``
-    ("split" or "persistent"; None for BN+ReLU) and ``config`` (constants that differ from the defaults).
-    ``shared/evonorm_precompile.py`` compiles the kernels of the same list.
+    Phase 1 is BN+ReLU, the split passes and the default constants at every shape and layout; phase 2 the variants
+    by priority (float32); phase 3 the same baselines and variants in bfloat16 for NCHW input (issue 6's target
+    covers both dtypes). Each task is a dict with ``phase``, ``shape``, ``layout``, ``dtype``, ``layer``
+    ("bn-relu", "S0" or "B0"), ``strategy`` ("split" or "persistent"; None for BN+ReLU) and ``config`` (constants
+    that differ from the defaults). ``shared/evonorm_precompile.py`` compiles the kernels of the same list.
     """
     base = defaults()
-    out: list[dict[str, Any]] = []
-    for layout in layouts:
+
+    def baselines(phase: int, layout: str, dtype: str) -> list[dict[str, Any]]:
+        out = []
         for shape in SHAPES:
-            out.append({"phase": 1, "shape": shape, "layout": layout, "layer": "bn-relu", "strategy": None,
-                        "config": {}})  # fmt: skip
+            out.append({"phase": phase, "shape": shape, "layout": layout, "dtype": dtype, "layer": "bn-relu",
+                        "strategy": None, "config": {}})  # fmt: skip
             for layer in ("B0", "S0"):
                 for strategy in ("split", "persistent"):
-                    out.append({"phase": 1, "shape": shape, "layout": layout, "layer": layer, "strategy": strategy,
-                                "config": {}})  # fmt: skip
-    for layout in layouts:
+                    out.append({"phase": phase, "shape": shape, "layout": layout, "dtype": dtype, "layer": layer,
+                                "strategy": strategy, "config": {}})  # fmt: skip
+        return out
+
+    def variants(phase: int, layout: str, dtype: str) -> list[dict[str, Any]]:
+        out = []
         for shape in SHAPES:
             configs = [{"persistent_tile": t, "programs": p, "warps": w} for t, p, w in B0_VARIANTS]
             configs.insert(1, {"reverse": not base["reverse"]})  # the order of B0's second pass over the batch
             for config in configs:
                 if {k: base[k] for k in config} != config:
-                    out.append({"phase": 2, "shape": shape, "layout": layout, "layer": "B0",
+                    out.append({"phase": phase, "shape": shape, "layout": layout, "dtype": dtype, "layer": "B0",
                                 "strategy": "persistent", "config": config})  # fmt: skip
             for tile in S0_VARIANTS:
                 if tile != base["tile"]:
-                    out.append({"phase": 2, "shape": shape, "layout": layout, "layer": "S0",
+                    out.append({"phase": phase, "shape": shape, "layout": layout, "dtype": dtype, "layer": "S0",
                                 "strategy": "persistent", "config": {"tile": tile}})  # fmt: skip
+        return out
+
+    out: list[dict[str, Any]] = []
+    for layout in layouts:
+        out += baselines(1, layout, "float32")
+    for layout in layouts:
+        out += variants(2, layout, "float32")
+    if "nchw" in layouts:
+        out += baselines(3, "nchw", "bfloat16") + variants(3, "nchw", "bfloat16")
     return out
 
 
@@ -151,13 +168,21 @@ def steady_ms(step: Callable[[], None], device: torch.device, iters: int = 10, r
     return statistics.median(times)
 
 
+def _dtype(record: dict[str, Any]) -> str:
+    return record.get("dtype", "float32")
+
+
 def summary(records: Sequence[dict[str, Any]]) -> str:
-    """Per case: BN+ReLU, split, default and best persistent times, best/BN; per layer the most robust config."""
-    lines = [f"{'shape':>14} {'layout':>13} {'layer':>5} {'BN ms':>7} {'split':>7} {'default':>7} {'best':>7} "
-             f"{'best/BN':>7}  best config"]  # fmt: skip
-    cases = list(dict.fromkeys((tuple(r["shape"]), r["layout"]) for r in records))
-    for shape, layout in cases:
-        rows = [r for r in records if tuple(r["shape"]) == shape and r["layout"] == layout]
+    """Per case: BN+ReLU, split, default and best persistent times, best/BN; per layer the most robust config.
+
+    The most robust configuration of a layer is the one whose worst ratio to BN+ReLU over the NCHW shapes is
+    smallest, among the configurations measured at all of them: over float32 alone, then over every dtype measured.
+    """
+    lines = [f"{'shape':>14} {'layout':>13} {'dtype':>8} {'layer':>5} {'BN ms':>7} {'split':>7} {'default':>7} "
+             f"{'best':>7} {'best/BN':>7}  best config"]  # fmt: skip
+    cases = list(dict.fromkeys((tuple(r["shape"]), r["layout"], _dtype(r)) for r in records))
+    for shape, layout, dtype in cases:
+        rows = [r for r in records if (tuple(r["shape"]), r["layout"], _dtype(r)) == (shape, layout, dtype)]
         bn = next((r["ms"] for r in rows if r["layer"] == "bn-relu"), float("nan"))
         for layer in ("B0", "S0"):
             mine = [r for r in rows if r["layer"] == layer and r["ms"] == r["ms"]]
@@ -165,26 +190,27 @@ def summary(records: Sequence[dict[str, Any]]) -> str:
             persistent = [r for r in mine if r["strategy"] == "persistent"]
             default = next((r["ms"] for r in persistent if not r["config"]), float("nan"))
             best = min(persistent, key=lambda r: r["ms"], default={"ms": float("nan"), "config": None})
-            lines.append(f"{'x'.join(map(str, shape)):>14} {layout:>13} {layer:>5} {bn:7.3f} {split:7.3f} "
-                         f"{default:7.3f} {best['ms']:7.3f} {best['ms'] / bn:7.2f}  {best['config']}")  # fmt: skip
-    for layer in ("B0", "S0"):
-        worst: dict[str, float] = {}
-        for shape in SHAPES:
-            rows = [r for r in records if tuple(r["shape"]) == shape and r["layout"] == "nchw"]
-            bn = next((r["ms"] for r in rows if r["layer"] == "bn-relu"), float("nan"))
-            seen = set()
-            for r in rows:
-                if r["layer"] == layer and r["strategy"] == "persistent" and r["ms"] == r["ms"]:
-                    key = json.dumps(r["config"], sort_keys=True)
-                    seen.add(key)
-                    worst[key] = max(worst.get(key, 0.0), r["ms"] / bn)
-            for key in list(worst):
-                if key not in seen:  # measured at fewer shapes: not comparable
-                    del worst[key]
-        if worst:
-            key = min(worst, key=lambda k: worst[k])
-            lines.append(f"{layer}: smallest worst ratio to BN+ReLU over the NCHW shapes {worst[key]:.2f} with "
-                         f"{key} (default {worst.get('{}', float('nan')):.2f})")  # fmt: skip
+            lines.append(f"{'x'.join(map(str, shape)):>14} {layout:>13} {dtype:>8} {layer:>5} {bn:7.3f} "
+                         f"{split:7.3f} {default:7.3f} {best['ms']:7.3f} {best['ms'] / bn:7.2f}  "
+                         f"{best['config']}")  # fmt: skip
+    measured = sorted({_dtype(r) for r in records if r["layout"] == "nchw"})
+    for dtypes in dict.fromkeys([("float32",), tuple(measured)]):
+        combos = [(shape, dtype) for shape in SHAPES for dtype in dtypes]
+        for layer in ("B0", "S0"):
+            ratios: dict[str, dict[tuple[Any, ...], float]] = {}
+            for shape, dtype in combos:
+                rows = [r for r in records if tuple(r["shape"]) == shape and r["layout"] == "nchw"
+                        and _dtype(r) == dtype]  # fmt: skip
+                bn = next((r["ms"] for r in rows if r["layer"] == "bn-relu"), float("nan"))
+                for r in rows:
+                    if r["layer"] == layer and r["strategy"] == "persistent" and r["ms"] == r["ms"]:
+                        key = json.dumps(r["config"], sort_keys=True)
+                        ratios.setdefault(key, {})[(shape, dtype)] = r["ms"] / bn
+            worst = {key: max(v.values()) for key, v in ratios.items() if len(v) == len(combos)}
+            if worst:
+                key = min(worst, key=lambda k: worst[k])
+                lines.append(f"{layer}: smallest worst ratio to BN+ReLU over the NCHW shapes in {'/'.join(dtypes)}: "
+                             f"{worst[key]:.2f} with {key} (default {worst.get('{}', float('nan')):.2f})")  # fmt: skip
     return "\n".join(lines)
 
 
@@ -214,14 +240,16 @@ def main(argv: list[str] | None = None) -> None:
     for task in todo:
         if time.monotonic() > deadline:
             break
-        shape, layout = task["shape"], task["layout"]
-        key = (shape, layout)
+        shape, layout, dtype = task["shape"], task["layout"], task["dtype"]
+        key = (shape, layout, dtype)
         if key not in inputs:
             inputs.clear()  # one shape's tensors at a time
             if device.type == "cuda":
                 torch.cuda.empty_cache()
             sized = shape if device.type == "cuda" else (2, shape[1] // 8, shape[2], shape[3])
-            x, g, (w, b, v), running = evonorm_inputs(sized, device, channels_last=layout == "channels_last")
+            x, g, (w, b, v), running = evonorm_inputs(
+                sized, device, DTYPES[dtype], channels_last=layout == "channels_last"
+            )
             bn = nn.Sequential(nn.BatchNorm2d(sized[1]), nn.ReLU(inplace=True)).to(device).train()
             inputs[key] = (x, g, (w, b, v), running, bn)
         x, g, (w, b, v), running, bn = inputs[key]
@@ -252,7 +280,7 @@ def main(argv: list[str] | None = None) -> None:
             apply({}, base)
             kern.STRATEGY = "auto"
         records.append({**task, "shape": list(shape), "ms": ms})
-        print(f"phase {task['phase']} {'x'.join(map(str, shape))} {layout} {task['layer']} {task['strategy']} "
+        print(f"phase {task['phase']} {'x'.join(map(str, shape))} {layout} {dtype} {task['layer']} {task['strategy']} "
               f"{task['config']}: {ms:.3f} ms", flush=True)  # fmt: skip
         args.json.write_text(json.dumps({"meta": meta, "records": records}, indent=1))
     meta["measured"], meta["planned"] = len(records), len(todo)

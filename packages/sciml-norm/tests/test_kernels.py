@@ -321,7 +321,7 @@ def test_precompilation_covers_every_step_of_the_gpu_benchmarks(monkeypatch):
     for task in sweep.tasks():
         if task["layer"] != "bn-relu":
             shape = tuple(task["shape"])
-            assert (task["layer"], task["strategy"], "float32", task["layout"], shape, repr(task["config"])) in keys
+            assert (task["layer"], task["strategy"], task["dtype"], task["layout"], shape, repr(task["config"])) in keys
     for shape in ((64, 256, 56, 56), (64, 512, 28, 28), (64, 1024, 14, 14), (64, 2048, 7, 7)):
         for dtype, layout, layer in itertools.product(("float32", "bfloat16"), ("nchw", "channels_last"), ("S0", "B0")):
             for strategy in ("auto", "split"):  # ours, jit and split contenders of bench_evonorm_gpu.py
@@ -332,6 +332,10 @@ def test_precompilation_covers_every_step_of_the_gpu_benchmarks(monkeypatch):
     variants = [t for t in sweep.tasks() if t["phase"] == 2]
     assert tuple(variants[0]["shape"]) == (64, 512, 28, 28)
     assert variants[0]["layer"] == "B0"
+    assert {t["dtype"] for t in sweep.tasks() if t["phase"] < 3} == {"float32"}
+    bf16 = [t for t in sweep.tasks() if t["phase"] == 3]
+    assert {(t["dtype"], t["layout"]) for t in bf16} == {("bfloat16", "nchw")}
+    assert len(bf16) == len([t for t in sweep.tasks() if t["phase"] < 3 and t["layout"] == "nchw"])
 
 
 def test_gpu_results_summary_checks_the_target_on_every_row(tmp_path, monkeypatch, capsys):
