@@ -60,6 +60,20 @@ def _parse_shape(text: str) -> tuple[int, int, int, int]:
 Contender = tuple[Callable[[Tensor], Tensor], list[Tensor], str, str]
 
 
+def script_device(text: str, script: str) -> tuple[torch.device, str, str]:
+    """The device a benchmark script was asked for, the backend of our layers on it, and its name.
+
+    Shared by the scripts of this folder: CUDA takes the Triton kernels; ``cpu`` runs the same code through the
+    PyTorch backend, as a smoke test of the script. Exits with a message when CUDA is asked for and missing.
+    """
+    device = torch.device(text)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(f"{script} needs a CUDA device (or --device cpu for a smoke test)")
+    if device.type == "cuda":
+        return device, "triton", torch.cuda.get_device_name(device)
+    return device, "torch", device.type
+
+
 def evonorm_inputs(
     shape: Sequence[int], device: torch.device, dtype: torch.dtype = torch.float32, channels_last: bool = False
 ) -> tuple[Tensor, Tensor, list[Tensor], Tensor]:
@@ -285,11 +299,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--compile", default=None, metavar="MODE", help="torch.compile mode, e.g. reduce-overhead")
     parser.add_argument("--device", default="cuda", help="cuda, or cpu for a smoke test of the script")
     args = parser.parse_args(argv)
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("bench_evonorm_gpu.py needs a CUDA device (or --device cpu for a smoke test)")
+    device, _, name = script_device(args.device, "bench_evonorm_gpu.py")
     torch.backends.cudnn.benchmark = True
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     meta = {"device": name, "torch": torch.__version__, "python": platform.python_version()}
 
     def save(records: list[dict[str, Any]]) -> None:

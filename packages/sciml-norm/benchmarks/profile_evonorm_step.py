@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from bench_evonorm_gpu import contenders, evonorm_inputs
+from bench_evonorm_gpu import contenders, evonorm_inputs, script_device
 from torch import Tensor
 
 SHAPES = ((64, 512, 28, 28), (64, 1024, 14, 14), (64, 2048, 7, 7))
@@ -105,13 +105,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--device", default="cuda")
     args = parser.parse_args(argv)
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("profile_evonorm_step.py needs a CUDA device (or --device cpu for a smoke test)")
-    backend = "triton" if device.type == "cuda" else "torch"
+    device, backend, device_name = script_device(args.device, "profile_evonorm_step.py")
     shapes = SHAPES if device.type == "cuda" else ((2, 64, 7, 7),)
     records: list[dict[str, Any]] = []
-    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     meta = {"device": device_name, "torch": torch.__version__}
     print(f"{'shape':>16} {'layer':>9} {'host us':>8} {'step us':>8} {'GPU us':>8} {'kernels':>7} {'step/BN':>7}")
     for shape in shapes:

@@ -19,8 +19,9 @@ training step (forward, then the gradients of the input and the parameters) of
   channels-last;
 * then (phase 3) the baselines and the variants again in bfloat16, NCHW only.
 
-Each time is the median over 3 rounds of the mean of 10 steps issued back to back between two CUDA events (the
-throughput a training loop sees, as in ``bench_evonorm_gpu.py``). Measurements run in that order until ``--budget``
+Each time is the mean of 30 steps issued back to back between two CUDA events after 2 warm-ups, with the peak
+memory of one step: ``bench_evonorm_gpu.measure``, so the ratios are those of the benchmark (the throughput a training
+loop sees). Measurements run in that order until ``--budget``
 seconds have passed; the JSON is rewritten after every measurement, so a run cut short keeps what it measured.
 ``shared/evonorm_precompile.py`` compiles every kernel this sweep launches ahead of time, in parallel, so the budget
 goes to measuring. At the end it prints, per case, the split, default and best times with the best one's ratio to
@@ -35,14 +36,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
-from bench_evonorm_gpu import evonorm_inputs
+from bench_evonorm_gpu import evonorm_inputs, measure, script_device
 from torch import nn
 
 SHAPES = ((64, 512, 28, 28), (64, 1024, 14, 14), (64, 2048, 7, 7))
@@ -144,30 +144,6 @@ def tasks(layouts: Sequence[str] = LAYOUTS) -> list[dict[str, Any]]:
     return out
 
 
-def steady_ms(step: Callable[[], None], device: torch.device, iters: int = 10, rounds: int = 3) -> float:
-    """Median over ``rounds`` of the mean time of ``iters`` back-to-back steps, in milliseconds (after 2 warm-ups)."""
-    cuda = device.type == "cuda"
-    for _ in range(2):
-        step()
-    times = []
-    for _ in range(rounds):
-        if cuda:
-            torch.cuda.synchronize(device)
-            start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            for _ in range(iters):
-                step()
-            stop.record()
-            stop.synchronize()
-            times.append(start.elapsed_time(stop) / iters)
-        else:
-            begin = time.perf_counter()
-            for _ in range(iters):
-                step()
-            times.append((time.perf_counter() - begin) * 1e3 / iters)
-    return statistics.median(times)
-
-
 def _dtype(record: dict[str, Any]) -> str:
     return record.get("dtype", "float32")
 
@@ -225,14 +201,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--layouts", nargs="+", choices=LAYOUTS, default=list(LAYOUTS))
     parser.add_argument("--device", default="cuda")
     args = parser.parse_args(argv)
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("sweep_evonorm_persistent.py needs a CUDA device (or --device cpu for a smoke test)")
-    backend = "triton" if device.type == "cuda" else "torch"
+    device, backend, name = script_device(args.device, "sweep_evonorm_persistent.py")
     torch.backends.cudnn.benchmark = True
     deadline = time.monotonic() + args.budget
     base = defaults()
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     meta = {"device": name, "torch": torch.__version__, "defaults": base, "budget_s": args.budget}
     records: list[dict[str, Any]] = []
     inputs: dict[tuple[Any, ...], Any] = {}
@@ -247,39 +219,32 @@ def main(argv: list[str] | None = None) -> None:
             if device.type == "cuda":
                 torch.cuda.empty_cache()
             sized = shape if device.type == "cuda" else (2, shape[1] // 8, shape[2], shape[3])
-            x, g, (w, b, v), running = evonorm_inputs(
+            x, _, params, running = evonorm_inputs(
                 sized, device, DTYPES[dtype], channels_last=layout == "channels_last"
             )
             bn = nn.Sequential(nn.BatchNorm2d(sized[1]), nn.ReLU(inplace=True)).to(device).train()
-            inputs[key] = (x, g, (w, b, v), running, bn)
-        x, g, (w, b, v), running, bn = inputs[key]
+            inputs[key] = (x, params, running, bn)
+        x, params, running, bn = inputs[key]
+        w, b, v = params
         if task["layer"] == "bn-relu":
-            params = [x, *bn.parameters()]
-
-            def step() -> None:
-                torch.autograd.grad(bn(x), params, g)
+            layer, weights = bn, list(bn.parameters())
         elif task["layer"] == "S0":
-
-            def step() -> None:
-                y = evonorm_s0(x, w, b, v, groups=GROUPS, backend=backend)
-                torch.autograd.grad(y, (x, w, b, v), g)
+            layer, weights = (lambda t: evonorm_s0(t, w, b, v, groups=GROUPS, backend=backend)), params
         else:
-
-            def step() -> None:
-                y = evonorm_b0(x, w, b, v, running, training=True, backend=backend)
-                torch.autograd.grad(y, (x, w, b, v), g)
+            layer, weights = (lambda t: evonorm_b0(t, w, b, v, running, training=True, backend=backend)), params
 
         kern.STRATEGY = task["strategy"] or "auto"
         apply(task["config"], base)
         try:
-            ms = steady_ms(step, device)
+            result = measure(layer, weights, x, iters=30, warmup=2)
         except Exception as error:  # a configuration Triton rejects (resources) is recorded, not fatal
-            ms = float("nan")
+            result = {"ms": float("nan"), "peak_mib": float("nan")}
             print("failed", task, repr(error)[:300])
         finally:
             apply({}, base)
             kern.STRATEGY = "auto"
-        records.append({**task, "shape": list(shape), "ms": ms})
+        ms = result["ms"]
+        records.append({**task, "shape": list(shape), **result})
         print(f"phase {task['phase']} {'x'.join(map(str, shape))} {layout} {dtype} {task['layer']} {task['strategy']} "
               f"{task['config']}: {ms:.3f} ms", flush=True)  # fmt: skip
         args.json.write_text(json.dumps({"meta": meta, "records": records}, indent=1))

@@ -261,33 +261,15 @@ def test_launch_key_is_at_least_as_fine_as_tritons_specialization(monkeypatch):
         launcher[(1,)](base)
 
 
-@pytest.mark.slow
-def test_direct_launches_hand_the_launcher_what_triton_does(tmp_path):
-    # shared/triton_launch_check.py --quick: both strategies, NCHW / channels-last / a misaligned input, on a
-    # stand-in CUDA driver (kernels compiled for sm_90 by ptxas, the C launcher replaced by a recorder); the direct
-    # launches must pass the same compiled binary and the same arguments as JITFunction.run, and the repeat of a
-    # step must not go through JITFunction.run at all. Mutations that drop the alignment from the key or reorder
-    # the constexprs fail it.
-    script = Path(__file__).resolve().parents[3] / "shared" / "triton_launch_check.py"
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    env["TRITON_CACHE_DIR"] = str(tmp_path / "triton-cache")  # compiles from scratch, in a place that is writable
-    done = subprocess.run(
-        [sys.executable, str(script), "--quick"], capture_output=True, text=True, timeout=900, env=env, check=False
-    )
-    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
-    assert "; 0 failed" in done.stdout
+REPO = Path(__file__).resolve().parents[3]
 
 
-@pytest.mark.slow
-def test_precompilation_leaves_nothing_for_the_real_launch_path_to_compile(tmp_path):
-    # shared/evonorm_precompile.py --quick --verify: worker processes compile the steps' kernels on the stand-in
-    # driver; a second pass through Triton's own launch path must then find every kernel in the cache (a mutation
-    # that leaves one step out of the pool fails with "2 kernels compiled anew").
-    script = Path(__file__).resolve().parents[3] / "shared" / "evonorm_precompile.py"
+def run_script(script, *args, **env_extra):
+    """Run a repository script in a fresh interpreter, without the Triton interpreter; its stdout (exit status 0)."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    env["TRITON_CACHE_DIR"] = str(tmp_path / "triton-cache")
+    env.update(env_extra)
     done = subprocess.run(
-        [sys.executable, str(script), "--quick", "--verify", "--jobs", "2"],
+        [sys.executable, str(REPO / script), *map(str, args)],
         capture_output=True,
         text=True,
         timeout=900,
@@ -295,8 +277,30 @@ def test_precompilation_leaves_nothing_for_the_real_launch_path_to_compile(tmp_p
         check=False,
     )
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
-    assert "0 failed" in done.stdout, done.stdout
-    assert "0 kernels compiled anew" in done.stdout, done.stdout
+    return done.stdout
+
+
+@pytest.mark.slow
+def test_direct_launches_hand_the_launcher_what_triton_does(tmp_path):
+    # shared/triton_launch_check.py --quick: both strategies, NCHW / channels-last / a misaligned input, on a
+    # stand-in CUDA driver (kernels compiled for sm_90 by ptxas, the C launcher replaced by a recorder); the direct
+    # launches must pass the same compiled binary and the same arguments as JITFunction.run, and the repeat of a
+    # step must not go through JITFunction.run at all. Mutations that drop the alignment from the key or reorder
+    # the constexprs fail it.
+    # (the Triton cache in tmp_path: compiled from scratch, in a place that is writable)
+    out = run_script("shared/triton_launch_check.py", "--quick", TRITON_CACHE_DIR=str(tmp_path / "triton-cache"))
+    assert "; 0 failed" in out
+
+
+@pytest.mark.slow
+def test_precompilation_leaves_nothing_for_the_real_launch_path_to_compile(tmp_path):
+    # shared/evonorm_precompile.py --quick --verify: worker processes compile the steps' kernels on the stand-in
+    # driver; a second pass through Triton's own launch path must then find every kernel in the cache (a mutation
+    # that leaves one step out of the pool fails with "2 kernels compiled anew").
+    cache = str(tmp_path / "triton-cache")
+    out = run_script("shared/evonorm_precompile.py", "--quick", "--verify", "--jobs", "2", TRITON_CACHE_DIR=cache)
+    assert "0 failed" in out, out
+    assert "0 kernels compiled anew" in out, out
 
 
 def _load_script(path: Path):
@@ -311,7 +315,7 @@ def _load_script(path: Path):
 
 
 def test_precompilation_covers_every_step_of_the_gpu_benchmarks(monkeypatch):
-    root = Path(__file__).resolve().parents[3]
+    root = REPO
     monkeypatch.syspath_prepend(str(root / "packages" / "sciml-norm" / "benchmarks"))
     precompile = _load_script(root / "shared" / "evonorm_precompile.py")
     sweep = _load_script(root / "packages" / "sciml-norm" / "benchmarks" / "sweep_evonorm_persistent.py")
@@ -341,7 +345,7 @@ def test_precompilation_covers_every_step_of_the_gpu_benchmarks(monkeypatch):
 def test_gpu_results_summary_checks_the_target_on_every_row(tmp_path, monkeypatch, capsys):
     # shared/summarize_evonorm_gpu.py on a made-up work/ folder: the README table, and the verdict of issue 6's
     # target (every ours row at 28x28, 14x14 and 7x7 within 1.5x BatchNorm2d+ReLU; a missing row is not met)
-    root = Path(__file__).resolve().parents[3]
+    root = REPO
     monkeypatch.syspath_prepend(str(root / "packages" / "sciml-norm" / "benchmarks"))
     summarize = _load_script(root / "shared" / "summarize_evonorm_gpu.py")
     work = tmp_path / "work"
@@ -377,9 +381,8 @@ def test_gpu_results_summary_checks_the_target_on_every_row(tmp_path, monkeypatc
 def test_gpu_benchmark_scripts_run_on_cpu(tmp_path):
     # the benchmark, the sweep and the profile run on the GPU machine once per session with minutes to spare: their
     # CPU mode (PyTorch backend) checks the scripts themselves here
-    bench = Path(__file__).resolve().parents[3] / "packages" / "sciml-norm" / "benchmarks"
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    env["PYTHONPATH"] = os.pathsep.join([str(bench), env.get("PYTHONPATH", "")])
+    bench = REPO / "packages" / "sciml-norm" / "benchmarks"
+    path = os.pathsep.join([str(bench), os.environ.get("PYTHONPATH", "")])
     scripts = (
         ("bench_evonorm_gpu.py", ["--shapes", "2x64x7x7", "--dtypes", "float32", "--iters", "2", "--warmup", "1"]),
         ("sweep_evonorm_persistent.py", ["--budget", "3"]),
@@ -387,15 +390,7 @@ def test_gpu_benchmark_scripts_run_on_cpu(tmp_path):
     )
     for script, extra in scripts:
         out = tmp_path / (script + ".json")
-        done = subprocess.run(
-            [sys.executable, str(bench / script), str(out), "--device", "cpu", *extra],
-            capture_output=True,
-            text=True,
-            timeout=600,
-            env=env,
-            check=False,
-        )
-        assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+        run_script(bench / script, out, "--device", "cpu", *extra, PYTHONPATH=path)
         records = json.loads(out.read_text())["records"]
         assert records
         assert all(r["layer"] for r in records)
