@@ -12,6 +12,8 @@
 # constants (PERSISTENT_SWEEP=0 skips it); with GAUNT=1 the gpu-marked tests of sciml-equivariant, the Gaunt
 # benchmark against e3nn and the Gaunt kernel's block sweep; with COMPILED=1 the EvoNorm benchmark under torch.compile(mode="reduce-overhead"), with
 # SWEEP_EVONORM=1 the split kernels' tile sweep, with OTHERS=1 the gpu-marked tests of the other packages.
+# The benchmarks and the sweep survive a kernel fault (it breaks CUDA in their process): they record it, exit 3 and
+# are rerun with --resume, skipping what they measured and the contender that faulted (see resumable below).
 # Logs and JSON go to
 # $OUT/work, which is packed into $OUT/results.tar.gz at the end (the machine returns at most 8 files).
 set -uo pipefail
@@ -31,17 +33,39 @@ export TRITON_CACHE_DIR="${TRITON_CACHE_DIR:-/tmp/sciml-triton-cache}"
 mkdir -p "$TRITON_CACHE_DIR"
 cubins() { find "$TRITON_CACHE_DIR" -name '*.cubin' 2>/dev/null | wc -l; }
 
-step() {  # step NAME SECONDS COMMAND...
+step() {  # step NAME SECONDS COMMAND... (its exit status in STEP_RC; the log of a rerun is appended)
     local name=$1 limit=$2
     shift 2
     local t0=$SECONDS c0
     c0=$(cubins)
     echo "== $name (limit ${limit}s, at ${t0}s)"
-    timeout -k 5 "$limit" "$@" >"$WORK/$name.log" 2>&1
-    local rc=$?
+    timeout -k 5 "$limit" "$@" >>"$WORK/$name.log" 2>&1
+    STEP_RC=$?
     local compiled=$(($(cubins) - c0))
-    echo "   rc=$rc in $((SECONDS - t0))s, $compiled kernels compiled"
-    echo "$name rc=$rc seconds=$((SECONDS - t0)) compiled=$compiled" >>"$WORK/steps.txt"
+    echo "   rc=$STEP_RC in $((SECONDS - t0))s, $compiled kernels compiled"
+    echo "$name rc=$STEP_RC seconds=$((SECONDS - t0)) compiled=$compiled" >>"$WORK/steps.txt"
+}
+
+# resumable NAME SECONDS COMMAND...: a step whose script keeps a journal (bench_evonorm_gpu.Journal). When a kernel
+# fault breaks CUDA, the script exits with status 3 (or the process dies by a signal); it is then rerun with
+# --resume, which skips what was measured and the contender that broke it, while at least 20 of the SECONDS are left
+# (at most 6 runs).
+resumable() {
+    local name=$1 limit=$2
+    shift 2
+    local end=$((SECONDS + limit)) runs=0 extra=()
+    while :; do
+        step "$name" $((end - SECONDS)) "$@" "${extra[@]}"
+        runs=$((runs + 1))
+        if [ "$STEP_RC" != 3 ] && { [ "$STEP_RC" -lt 128 ] || [ "$STEP_RC" = 137 ]; }; then
+            return
+        fi
+        if [ $runs -ge 6 ] || [ $((end - SECONDS)) -lt 20 ]; then
+            return
+        fi
+        echo "   CUDA broke in $name: rerun with --resume"
+        extra=(--resume)
+    done
 }
 
 {
@@ -62,14 +86,15 @@ PYTEST=("$PY" -m pytest -p no:cacheprovider -q -m gpu -o addopts="" --import-mod
 step pytest-norm 240 "${PYTEST[@]}" packages/sciml-norm/tests --junitxml="$WORK/pytest-norm.xml"
 wait "$PRE_PID"
 echo "precompile rc=$? done at $((SECONDS))s (started at ${PRE_T0}s): $(tail -n 1 "$WORK/precompile.log")" | tee -a "$WORK/steps.txt"
-step evonorm-nchw 110 "$PY" packages/sciml-norm/benchmarks/bench_evonorm_gpu.py "$WORK/evonorm-nchw.json"
-step evonorm-cl 85 "$PY" packages/sciml-norm/benchmarks/bench_evonorm_gpu.py "$WORK/evonorm-cl.json" --channels-last
+resumable evonorm-nchw 110 "$PY" packages/sciml-norm/benchmarks/bench_evonorm_gpu.py "$WORK/evonorm-nchw.json"
+resumable evonorm-cl 85 "$PY" packages/sciml-norm/benchmarks/bench_evonorm_gpu.py "$WORK/evonorm-cl.json" \
+    --channels-last
 step profile-step 50 "$PY" packages/sciml-norm/benchmarks/profile_evonorm_step.py "$WORK/profile-step.json"
 if [ "${PERSISTENT_SWEEP:-1}" = 1 ]; then
     # whatever is left of about 540 s (the run is given 590 s and must still pack its results), at least 40 s
     SWEEP_BUDGET=$((540 - SECONDS > 40 ? 540 - SECONDS : 40))
-    step sweep-persistent $((SWEEP_BUDGET + 20)) "$PY" packages/sciml-norm/benchmarks/sweep_evonorm_persistent.py \
-        "$WORK/sweep-persistent.json" --budget "$SWEEP_BUDGET"
+    resumable sweep-persistent $((SWEEP_BUDGET + 20)) "$PY" packages/sciml-norm/benchmarks/sweep_evonorm_persistent.py \
+        "$WORK/sweep-persistent.json" --until $(($(date +%s) + SWEEP_BUDGET))
 fi
 if [ "${GAUNT:-0}" = 1 ]; then
     step pytest-eq 120 "${PYTEST[@]}" packages/sciml-equivariant/tests --junitxml="$WORK/pytest-eq.xml"

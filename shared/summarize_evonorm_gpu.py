@@ -133,6 +133,18 @@ def target_check(payload: dict[str, Any], target: float) -> tuple[bool, str]:
     return met, "\n".join([verdict, *lines])
 
 
+def failures(payload: dict[str, Any]) -> str:
+    """The measurements recorded as failed (an exception, or a kernel fault that broke CUDA), one line each."""
+    lines = []
+    for r in payload["records"]:
+        if r.get("error"):
+            what = " ".join(str(r.get(k)) for k in ("layer", "strategy", "config") if r.get(k) not in (None, {}))
+            shape = "x".join(map(str, r["shape"]))
+            fatal = " (CUDA broke)" if r.get("fatal") else ""
+            lines.append(f"- {shape} {r.get('layout', '')} {r.get('dtype', '')} {what}{fatal}: {r['error']}")
+    return "\n".join(lines)
+
+
 def profile_table(payload: dict[str, Any]) -> str:
     """Host / step / GPU time per contender and shape."""
     lines = ["| shape | layer | host us | step us | GPU us | kernels | step / BN |", "|---|---|---|---|---|---|---|"]
@@ -167,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:
             if payload is None:
                 continue
             print(f"## {name}\n\n{bench_table(payload)}\n")
+            if failures(payload):
+                print(f"### Failed measurements\n\n{failures(payload)}\n")
             if name == "evonorm-nchw.json":
                 met, text = target_check(payload, args.target)
                 status = 0 if met else 1
@@ -183,6 +197,8 @@ def main(argv: list[str] | None = None) -> int:
             title = f"{meta['device']}; defaults {meta['defaults']}; {measured} of {meta.get('planned', '?')} measured"
             print(f"## Persistent sweep ({title})\n")
             print(f"```\n{summary(sweep['records'])}\n```")
+            if failures(sweep):
+                print(f"\n### Failed measurements of the sweep\n\n{failures(sweep)}")
     return status
 
 

@@ -4,6 +4,7 @@ Run on a CUDA machine from the repository root (sources on ``PYTHONPATH`` or the
 
     python packages/sciml-norm/benchmarks/bench_evonorm_gpu.py results.json [--dtypes float32 bfloat16]
         [--shapes 64x256x56x56 ...] [--iters 20] [--warmup 5] [--channels-last] [--compile MODE] [--device cpu]
+        [--resume]
 
 For every shape and dtype it times one training step of the layer alone, ``y = layer(x)`` then the gradients of
 ``<y, g>`` for the input and the parameters, with CUDA events (mean over ``--iters`` steps after ``--warmup``), and
@@ -27,15 +28,21 @@ covers compilation.
 
 It prints a table (milliseconds, MiB, and the ratios of ours to timm and to BatchNorm+ReLU) and writes the records as
 JSON to the path given first on the command line (rewritten after every measurement, so that a run cut short keeps
-what it measured). ``--device cpu`` runs the same code on the CPU, ours through the PyTorch backend and without
-memory figures: a smoke test of the script.
+what it measured: :class:`Journal`). A measurement that raises is recorded with its error. One that leaves CUDA
+broken (a kernel fault) ends the process with exit status 3; ``--resume`` then goes on where it stopped, skipping
+that contender from then on (``shared/gpu_norm_equivariant.sh`` reruns it so).
+
+``--device cpu`` runs the same code on the CPU, ours through the PyTorch backend and without memory figures: a
+smoke test of the script.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import platform
+import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -48,6 +55,7 @@ DEFAULT_SHAPES = ("64x256x56x56", "64x512x28x28", "64x1024x14x14", "64x2048x7x7"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 GROUPS = 32
 MIB = 1024.0 * 1024.0
+KEY = ("shape", "dtype", "layout", "compile", "layer")  # the fields that identify a measurement
 
 
 def _parse_shape(text: str) -> tuple[int, int, int, int]:
@@ -72,6 +80,110 @@ def script_device(text: str, script: str) -> tuple[torch.device, str, str]:
     if device.type == "cuda":
         return device, "triton", torch.cuda.get_device_name(device)
     return device, "torch", device.type
+
+
+#: exit status of a script whose CUDA context is lost: ``shared/gpu_norm_equivariant.sh`` reruns it with ``--resume``
+RESUME_EXIT = 3
+
+
+def cuda_alive() -> bool:
+    """Whether CUDA still works in this process (a kernel fault, e.g. an illegal address, breaks it for good)."""
+    try:
+        torch.cuda.synchronize()
+        return torch.ones(1, device="cuda").add_(1).item() == 2.0
+    except Exception:
+        return False
+
+
+class Journal:
+    """The records of a measuring script, in its JSON file as they come, so that a rerun can resume after a crash.
+
+    A measurement that kills its process (a kernel fault on the GPU breaks the CUDA context for good) must not cost
+    the rest of the run: :meth:`begin` writes what is about to be measured to ``<json>.running`` and :meth:`add`
+    clears it with the record. A rerun with ``resume=True`` loads the records, turns a leftover ``.running`` stub into
+    a record of a fatal failure (``ms`` NaN, ``fatal`` True), and :meth:`done` and :meth:`fatal` tell the script what
+    to skip: the measurements it has, and the contenders (``group`` fields) that killed a process before. Records
+    hold NaN for failures (Python's JSON reads it back).
+
+    Args:
+        path: the JSON file; it holds ``{**header, "records": [...]}`` (None: the records stay in memory).
+        header: the file's other fields (the script may update them before :meth:`save`).
+        key: the record fields that identify a measurement.
+        group: the record fields that identify a contender across measurements.
+        resume: load what ``path`` holds instead of starting over.
+
+    Example:
+        >>> import tempfile
+        >>> path = Path(tempfile.mkdtemp()) / "r.json"
+        >>> first = Journal(path, {}, key=("shape", "layer"), group=("layer",))
+        >>> first.begin({"shape": [2, 3], "layer": "a"})  # ... and the process dies here
+        >>> again = Journal(path, {}, key=("shape", "layer"), group=("layer",), resume=True)
+        >>> again.records[0]["error"], again.fatal({"shape": [4, 5], "layer": "a"})
+        ('the process died during this measurement', True)
+        >>> again.done({"shape": [2, 3], "layer": "a"}), again.done({"shape": (4, 5), "layer": "a"})
+        (True, False)
+    """
+
+    def __init__(
+        self,
+        path: Path | None,
+        header: dict[str, Any],
+        key: Sequence[str],
+        group: Sequence[str],
+        resume: bool = False,
+    ) -> None:
+        self.path, self.header, self._key, self._group = path, header, tuple(key), tuple(group)
+        self.running = None if path is None else path.with_name(path.name + ".running")
+        self.records: list[dict[str, Any]] = []
+        if resume and path is not None and path.exists():
+            self.records = json.loads(path.read_text())["records"]
+        if resume and self.running is not None and self.running.exists():
+            stub = json.loads(self.running.read_text())
+            died = "the process died during this measurement"
+            self.records.append({**stub, "ms": math.nan, "peak_mib": math.nan, "error": died, "fatal": True})
+            self.save()
+        self._clear()
+
+    def _clear(self) -> None:
+        if self.running is not None:
+            self.running.unlink(missing_ok=True)
+
+    @staticmethod
+    def _of(record: dict[str, Any], fields: tuple[str, ...]) -> str:
+        return json.dumps([record.get(f) for f in fields], sort_keys=True)  # tuples and lists alike
+
+    def done(self, stub: dict[str, Any]) -> bool:
+        """Whether a record of this measurement (same ``key`` fields) is there already, failed or not."""
+        key = self._of(stub, self._key)
+        return any(self._of(r, self._key) == key for r in self.records)
+
+    def fatal(self, stub: dict[str, Any]) -> bool:
+        """Whether this contender (same ``group`` fields) has killed a process or CUDA context before."""
+        group = self._of(stub, self._group)
+        return any(r.get("fatal") and self._of(r, self._group) == group for r in self.records)
+
+    def begin(self, stub: dict[str, Any]) -> None:
+        """Note that the measurement ``stub`` (JSON-able) starts: a process that dies now leaves it behind."""
+        if self.running is not None:
+            self.running.write_text(json.dumps(stub))
+
+    def add(self, record: dict[str, Any]) -> None:
+        """Keep ``record`` (the measurement begun last, or one skipped) and rewrite the file."""
+        self.records.append(record)
+        self.save()
+        self._clear()
+
+    def save(self) -> None:
+        """Rewrite the JSON file with the header and the records."""
+        if self.path is not None:
+            self.path.write_text(json.dumps({**self.header, "records": self.records}, indent=2))
+
+
+def failure(error: BaseException, cuda: bool) -> dict[str, Any]:
+    """The result fields of a measurement that raised ``error``; ``fatal`` when CUDA no longer works after it."""
+    fatal = cuda and not cuda_alive()
+    print(f"failed ({'CUDA context lost' if fatal else 'recorded'}): {error!r}"[:400], flush=True)
+    return {"ms": math.nan, "peak_mib": math.nan, "error": repr(error)[:300], "fatal": fatal}
 
 
 def evonorm_inputs(
@@ -190,10 +302,14 @@ def run(
     warmup: int,
     channels_last: bool,
     compile_mode: str | None = None,
-    on_record: Callable[[list[dict[str, Any]]], None] | None = None,
+    journal: Journal | None = None,
     device: torch.device | None = None,
 ) -> list[dict[str, Any]]:
     """Measure every contender at every shape and dtype; returns one record per measurement.
+
+    A measurement that raises is recorded with its error (``ms`` NaN) and the run goes on, unless CUDA is broken
+    after it: then the run stops with :data:`RESUME_EXIT`, and a rerun with the same ``journal`` resumed skips what
+    was measured and, from then on, the contender that broke it.
 
     Args:
         shapes: (N, C, H, W) sizes.
@@ -202,56 +318,61 @@ def run(
         warmup: untimed steps first.
         channels_last: feed channels-last input instead of NCHW.
         compile_mode: wrap every contender in ``torch.compile(mode=compile_mode)`` (None: eager).
-        on_record: called with the records so far after each measurement (a run cut short keeps them).
+        journal: where the records go as they come (a run cut short keeps them); None keeps them in memory.
         device: CUDA by default; a CPU runs our layers through the PyTorch backend (a smoke test of the script).
 
     Returns:
-        Records with the keys shape, dtype, layout, compile, layer, ms, peak_mib.
+        Records with the keys shape, dtype, layout, compile, layer, strategy, launch, ms, peak_mib (and error and
+        fatal for a failed measurement).
     """
     from sciml_norm._kernels import _launch
     from sciml_norm._kernels import evonorm as kern
 
     device = torch.device("cuda") if device is None else device
     cuda = device.type == "cuda"
-    records: list[dict[str, Any]] = []
+    if journal is None:
+        journal = Journal(None, {}, KEY, ("layer", "compile"))
+    layout = "channels_last" if channels_last else "nchw"
     for shape in shapes:
         for dtype_name in dtypes:
             layers = contenders(shape[1], device, "triton" if cuda else "torch")
             for name, (layer, params, strategy, launch) in layers.items():
+                stub = {"shape": list(shape), "dtype": dtype_name, "layout": layout, "compile": compile_mode,
+                        "layer": name, "strategy": strategy, "launch": launch}  # fmt: skip
+                if journal.done(stub):
+                    continue
+                if journal.fatal(stub):
+                    skipped = "skipped: it broke CUDA before"
+                    journal.add({**stub, "ms": math.nan, "peak_mib": math.nan, "error": skipped})
+                    continue
                 kern.STRATEGY, _launch.LAUNCH = strategy, launch
-                if compile_mode is not None:
-                    torch.compiler.reset()
-                    layer = torch.compile(layer, mode=compile_mode)
-                x = torch.randn(shape, device=device, dtype=DTYPES[dtype_name])
-                if channels_last:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                x.requires_grad_(True)
+                journal.begin(stub)
+                x = None
                 try:
+                    if compile_mode is not None:
+                        torch.compiler.reset()
+                        layer = torch.compile(layer, mode=compile_mode)
+                    x = torch.randn(shape, device=device, dtype=DTYPES[dtype_name])
+                    if channels_last:
+                        x = x.contiguous(memory_format=torch.channels_last)
+                    x.requires_grad_(True)
                     result = measure(layer, params, x, iters, warmup)
                 except torch.cuda.OutOfMemoryError:
-                    result = {"ms": float("nan"), "peak_mib": float("nan")}
-                    if cuda:
-                        torch.cuda.empty_cache()
-                records.append(
-                    {
-                        "shape": list(shape),
-                        "dtype": dtype_name,
-                        "layout": "channels_last" if channels_last else "nchw",
-                        "compile": compile_mode,
-                        "layer": name,
-                        "strategy": strategy,
-                        "launch": launch,
-                        **result,
-                    }
-                )
+                    result = {"ms": math.nan, "peak_mib": math.nan, "error": "out of memory"}
+                except Exception as error:
+                    result = failure(error, cuda)
+                finally:
+                    kern.STRATEGY, _launch.LAUNCH = "auto", "direct"
+                    del x
+                journal.add({**stub, **result})
                 print(f"{'x'.join(map(str, shape))} {dtype_name} {name}: {result['ms']:.3f} ms", flush=True)
-                if on_record is not None:
-                    on_record(records)
-                del x
+                if result.get("fatal"):
+                    print(f"CUDA no longer works in this process: rerun with --resume (exit {RESUME_EXIT})")
+                    sys.exit(RESUME_EXIT)
+                if cuda:
+                    torch.cuda.empty_cache()
             del layers
-            if cuda:
-                torch.cuda.empty_cache()
-    return records
+    return journal.records
 
 
 def table(records: Sequence[dict[str, Any]]) -> str:
@@ -298,16 +419,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--compile", default=None, metavar="MODE", help="torch.compile mode, e.g. reduce-overhead")
     parser.add_argument("--device", default="cuda", help="cuda, or cpu for a smoke test of the script")
+    parser.add_argument("--resume", action="store_true", help="keep the JSON's records and go on (after a crash)")
     args = parser.parse_args(argv)
     device, _, name = script_device(args.device, "bench_evonorm_gpu.py")
     torch.backends.cudnn.benchmark = True
     meta = {"device": name, "torch": torch.__version__, "python": platform.python_version()}
-
-    def save(records: list[dict[str, Any]]) -> None:
-        args.json.write_text(json.dumps({**meta, "records": records}, indent=2))
-
-    records = run(args.shapes, args.dtypes, args.iters, args.warmup, args.channels_last, args.compile, save, device)
-    save(records)
+    journal = Journal(args.json, meta, key=KEY, group=("layer", "compile"), resume=args.resume)
+    records = run(args.shapes, args.dtypes, args.iters, args.warmup, args.channels_last, args.compile, journal, device)
+    journal.save()
     print(f"device: {meta['device']}; torch {meta['torch']}")
     print(table(records))
 

@@ -3,7 +3,7 @@
 Run on a CUDA machine from the repository root (sources on ``PYTHONPATH``)::
 
     python packages/sciml-norm/benchmarks/sweep_evonorm_persistent.py OUT.json [--budget SECONDS]
-        [--layouts nchw channels_last] [--device cuda]
+        [--until UNIX_TIME] [--resume] [--layouts nchw channels_last] [--device cuda]
 
 At ResNet-50's 28x28, 14x14 and 7x7 stage shapes (batch 64; float32, then bfloat16 for NCHW) it times one
 training step (forward, then the gradients of the input and the parameters) of
@@ -21,8 +21,11 @@ training step (forward, then the gradients of the input and the parameters) of
 
 Each time is the mean of 30 steps issued back to back between two CUDA events after 2 warm-ups, with the peak
 memory of one step: ``bench_evonorm_gpu.measure``, so the ratios are those of the benchmark (the throughput a training
-loop sees). Measurements run in that order until ``--budget``
-seconds have passed; the JSON is rewritten after every measurement, so a run cut short keeps what it measured.
+loop sees). Measurements run in that order until ``--budget`` seconds have passed (or the Unix time ``--until``).
+The JSON is rewritten after every measurement (``bench_evonorm_gpu.Journal``), so a run cut short keeps what it
+measured; a measurement that raises is recorded with its error, and one that leaves CUDA broken (a kernel fault)
+ends the process with exit status 3, after which ``--resume`` goes on where it stopped and skips that
+configuration from then on (``shared/gpu_norm_equivariant.sh`` reruns it so, with the same ``--until``).
 ``shared/evonorm_precompile.py`` compiles every kernel this sweep launches ahead of time, in parallel, so the budget
 goes to measuring. At the end it prints, per case, the split, default and best times with the best one's ratio to
 BatchNorm+ReLU, and per layer the configuration whose worst ratio over the NCHW shapes is smallest.
@@ -36,19 +39,21 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
-from bench_evonorm_gpu import evonorm_inputs, measure, script_device
+from bench_evonorm_gpu import RESUME_EXIT, Journal, evonorm_inputs, failure, measure, script_device
 from torch import nn
 
 SHAPES = ((64, 512, 28, 28), (64, 1024, 14, 14), (64, 2048, 7, 7))
 LAYOUTS = ("nchw", "channels_last")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 GROUPS = 32
+KEY = ("phase", "shape", "layout", "dtype", "layer", "strategy", "config")  # identify a measurement
 # B0: (elements per tile, target number of programs, warps per program), most promising first. More programs than
 # SMs put several programs on an SM and bigger tiles put more loads in flight per program: both raise the memory
 # traffic one wave can sustain, which a GPU-bound 28x28 step needs. How many programs an SM holds is set by their
@@ -197,21 +202,31 @@ def main(argv: list[str] | None = None) -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("json", type=Path)
-    parser.add_argument("--budget", type=float, default=150.0)
+    parser.add_argument("--budget", type=float, default=150.0, help="seconds of measuring")
+    parser.add_argument("--until", type=float, default=None, help="stop at this Unix time instead (reruns share it)")
+    parser.add_argument("--resume", action="store_true", help="keep the JSON's records and go on (after a crash)")
     parser.add_argument("--layouts", nargs="+", choices=LAYOUTS, default=list(LAYOUTS))
     parser.add_argument("--device", default="cuda")
     args = parser.parse_args(argv)
     device, backend, name = script_device(args.device, "sweep_evonorm_persistent.py")
     torch.backends.cudnn.benchmark = True
-    deadline = time.monotonic() + args.budget
+    until = time.time() + args.budget if args.until is None else args.until
     base = defaults()
-    meta = {"device": name, "torch": torch.__version__, "defaults": base, "budget_s": args.budget}
-    records: list[dict[str, Any]] = []
+    meta = {"device": name, "torch": torch.__version__, "defaults": base, "until": until}
+    journal = Journal(args.json, {"meta": meta}, key=KEY, group=("layer", "strategy", "config"), resume=args.resume)
     inputs: dict[tuple[Any, ...], Any] = {}
     todo = tasks(args.layouts)
     for task in todo:
-        if time.monotonic() > deadline:
+        if time.time() > until:
             break
+        stub = {**task, "shape": list(task["shape"])}
+        if journal.done(stub):
+            continue
+        if journal.fatal(stub):  # a configuration that broke CUDA at another shape
+            journal.add(
+                {**stub, "ms": float("nan"), "peak_mib": float("nan"), "error": "skipped: it broke CUDA before"}
+            )
+            continue
         shape, layout, dtype = task["shape"], task["layout"], task["dtype"]
         key = (shape, layout, dtype)
         if key not in inputs:
@@ -235,21 +250,23 @@ def main(argv: list[str] | None = None) -> None:
 
         kern.STRATEGY = task["strategy"] or "auto"
         apply(task["config"], base)
+        journal.begin(stub)
         try:
             result = measure(layer, weights, x, iters=30, warmup=2)
-        except Exception as error:  # a configuration Triton rejects (resources) is recorded, not fatal
-            result = {"ms": float("nan"), "peak_mib": float("nan")}
-            print("failed", task, repr(error)[:300])
+        except Exception as error:  # e.g. a configuration Triton rejects (resources): recorded, the sweep goes on
+            result = failure(error, device.type == "cuda")
         finally:
             apply({}, base)
             kern.STRATEGY = "auto"
-        ms = result["ms"]
-        records.append({**task, "shape": list(shape), **result})
+        journal.add({**stub, **result})
         print(f"phase {task['phase']} {'x'.join(map(str, shape))} {layout} {dtype} {task['layer']} {task['strategy']} "
-              f"{task['config']}: {ms:.3f} ms", flush=True)  # fmt: skip
-        args.json.write_text(json.dumps({"meta": meta, "records": records}, indent=1))
+              f"{task['config']}: {result['ms']:.3f} ms", flush=True)  # fmt: skip
+        if result.get("fatal"):
+            print(f"CUDA no longer works in this process: rerun with --resume (exit {RESUME_EXIT})")
+            sys.exit(RESUME_EXIT)
+    records = journal.records
     meta["measured"], meta["planned"] = len(records), len(todo)
-    args.json.write_text(json.dumps({"meta": meta, "records": records}, indent=1))
+    journal.save()
     print(f"device: {name}; defaults {base}; {len(records)} of {len(todo)} measurements in the budget")
     print(summary(records))
 

@@ -396,6 +396,115 @@ def test_gpu_benchmark_scripts_run_on_cpu(tmp_path):
         assert all(r["layer"] for r in records)
 
 
+def _bench_module(name, monkeypatch):
+    folder = REPO / "packages" / "sciml-norm" / "benchmarks"
+    monkeypatch.syspath_prepend(str(folder))
+    return _load_script(folder / name)
+
+
+def test_journal_of_the_gpu_scripts_resumes_after_a_crash(tmp_path, monkeypatch):
+    import doctest
+
+    bench = _bench_module("bench_evonorm_gpu.py", monkeypatch)
+    assert doctest.testmod(bench).failed == 0  # the Journal's example: a process that dies mid-measurement
+    journal = bench.Journal(tmp_path / "r.json", {"device": "x"}, key=("shape", "layer"), group=("layer",))
+    journal.begin({"shape": [1], "layer": "a"})
+    journal.add({"shape": [1], "layer": "a", "ms": 1.0})
+    assert not journal.running.exists()
+    again = bench.Journal(tmp_path / "r.json", {"device": "x"}, ("shape", "layer"), ("layer",), resume=True)
+    assert again.records == [{"shape": [1], "layer": "a", "ms": 1.0}]
+    assert not again.fatal({"shape": [2], "layer": "a"})
+    fresh = bench.Journal(tmp_path / "r.json", {"device": "x"}, ("shape", "layer"), ("layer",))
+    assert fresh.records == []  # without resume it starts over
+
+
+def test_gpu_benchmark_goes_on_after_a_kernel_fault(tmp_path, monkeypatch):
+    # a kernel fault breaks CUDA for the process: the benchmark records it and exits 3; rerun with --resume, it skips
+    # what it measured and the faulty contender; a process killed mid-measurement leaves a stub that the next run
+    # records as fatal. Simulated on the CPU: a fake measure() that faults (and "breaks CUDA") on chosen contenders.
+    bench = _bench_module("bench_evonorm_gpu.py", monkeypatch)
+    out = tmp_path / "bench.json"
+    running = out.with_name(out.name + ".running")
+    calls = []
+    faults = {}
+
+    def fake_measure(layer, params, x, iters, warmup):
+        stub = json.loads(running.read_text())
+        calls.append((tuple(stub["shape"]), stub["layer"]))
+        fault = faults.get((tuple(stub["shape"]), stub["layer"]))
+        if fault is not None:
+            raise fault
+        return {"ms": 1.0, "peak_mib": 2.0}
+
+    real_failure = bench.failure
+    monkeypatch.setattr(bench, "measure", fake_measure)
+    monkeypatch.setattr(bench, "failure", lambda error, cuda: real_failure(error, True))
+    monkeypatch.setattr(bench, "cuda_alive", lambda: False)
+    argv = [str(out), "--device", "cpu", "--shapes", "2x64x5x5", "2x64x3x3", "--dtypes", "float32"]
+    first, second = (2, 64, 5, 5), (2, 64, 3, 3)
+    layers = list(bench.contenders(64, torch.device("cpu"), "torch"))
+
+    faults[(first, "ours-B0")] = RuntimeError("CUDA error: an illegal memory access was encountered")
+    with pytest.raises(SystemExit) as stop:
+        bench.main(argv)
+    assert stop.value.code == bench.RESUME_EXIT == 3
+    assert calls == [(first, name) for name in layers[: layers.index("ours-B0") + 1]]
+    faults[(second, "split-S0")] = KeyboardInterrupt()  # not an Exception: the process "dies" mid-measurement
+    calls.clear()
+    with pytest.raises(KeyboardInterrupt):
+        bench.main([*argv, "--resume"])
+    assert running.exists()
+    assert calls[0] == (first, layers[layers.index("ours-B0") + 1])
+    calls.clear()
+    bench.main([*argv, "--resume"])
+    assert not running.exists()
+    after_split = layers[layers.index("split-S0") + 1 :]
+    assert calls == [(second, name) for name in after_split if name != "ours-B0"]
+    records = json.loads(out.read_text())["records"]
+    by_key = {(tuple(r["shape"]), r["layer"]): r for r in records}
+    assert len(by_key) == len(records) == 2 * len(layers)  # every measurement once
+    assert by_key[(first, "ours-B0")]["fatal"]
+    assert "illegal memory access" in by_key[(first, "ours-B0")]["error"]
+    assert by_key[(second, "ours-B0")]["error"] == "skipped: it broke CUDA before"
+    assert by_key[(second, "split-S0")]["error"] == "the process died during this measurement"
+    assert all(r["ms"] == 1.0 for r in records if "error" not in r)
+    assert sum("error" not in r for r in records) == 2 * len(layers) - 3
+
+
+def test_persistent_sweep_goes_on_after_a_kernel_fault(tmp_path, monkeypatch):
+    # the same journal in the sweep: a configuration that breaks CUDA is recorded, skipped at the later shapes on
+    # --resume, and the other measurements are made once each
+    sweep = _bench_module("sweep_evonorm_persistent.py", monkeypatch)
+    out = tmp_path / "sweep.json"
+    bad = {"persistent_tile": 1024, "programs": 512, "warps": 4}
+    calls = []
+
+    def fake_measure(layer, params, x, iters, warmup):
+        task = json.loads(out.with_name(out.name + ".running").read_text())
+        calls.append(task)
+        if task["config"] == bad:
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+        return {"ms": 1.0, "peak_mib": 2.0}
+
+    real_failure = sweep.failure
+    monkeypatch.setattr(sweep, "measure", fake_measure)
+    monkeypatch.setattr(sweep, "failure", lambda error, cuda: real_failure(error, True))
+    monkeypatch.setattr(sys.modules["bench_evonorm_gpu"], "cuda_alive", lambda: False)
+    argv = [str(out), "--device", "cpu", "--layouts", "nchw", "--budget", "600"]
+    with pytest.raises(SystemExit) as stop:
+        sweep.main(argv)
+    assert stop.value.code == 3
+    assert calls[-1]["config"] == bad
+    sweep.main([*argv, "--resume"])
+    records = json.loads(out.read_text())["records"]
+    planned = sweep.tasks(["nchw"])
+    assert len(records) == len(planned)
+    assert len(calls) == len(planned) - 5  # the faulty configuration: at 3 shapes in float32 and 3 in bfloat16
+    faulty = [r for r in records if r["config"] == bad]
+    assert [r.get("fatal", False) for r in faulty] == [True] + [False] * 5
+    assert all(r["error"] == "skipped: it broke CUDA before" for r in faulty[1:])
+
+
 def test_b0_persistent_kernels_take_64_bit_offsets_only_where_32_bits_overflow(monkeypatch):
     # offsets (n, c, hw padded to whole blocks) times the strides of x, of y / dx and of the cotangent, and the
     # (N, C) statistics: 32-bit arithmetic up to 2^31 - 1, 64-bit from there
