@@ -103,7 +103,8 @@ def install_fake_driver(arch: int, launches: MutableSequence[tuple[Any, ...]] | 
 
 
 def evonorm_cases(quick: bool) -> list[tuple[str, Callable[[], object]]]:
-    """Forward and backward of the fused S0/B0 (training and evaluation): both strategies, every dtype and layout."""
+    """Forward and backward of the fused S0/B0 (training and evaluation): both strategies (the persistent one also
+    with B0's loops pipelined), every dtype and layout."""
     from sciml_norm._kernels import _launch
     from sciml_norm._kernels import evonorm as kern
 
@@ -115,7 +116,9 @@ def evonorm_cases(quick: bool) -> list[tuple[str, Callable[[], object]]]:
         )
 
     def case(strategy: str, dtype: torch.dtype, channels_last: bool, shape: tuple[int, ...]) -> None:
-        kern.STRATEGY = strategy
+        # "pipelined": the persistent kernels with B0's loops software-pipelined (3 stages)
+        kern.STRATEGY = "persistent" if strategy == "pipelined" else strategy
+        kern._PERSISTENT_STAGES = 3 if strategy == "pipelined" else 1
         x = torch.randn(shape).to(dtype)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -139,7 +142,9 @@ def evonorm_cases(quick: bool) -> list[tuple[str, Callable[[], object]]]:
             f"evonorm {strategy} {dtype} {'channels_last' if cl else 'nchw'} {shape}",
             functools.partial(case, strategy, dtype, cl, shape),
         )
-        for strategy, dtype, cl, shape in itertools.product(("split", "persistent"), dtypes, (False, True), shapes)
+        for strategy, dtype, cl, shape in itertools.product(
+            ("split", "persistent", "pipelined"), dtypes, (False, True), shapes
+        )
     ]
 
 

@@ -13,15 +13,17 @@ training step (forward, then the gradients of the input and the parameters) of
   default launch constants (phase 1, every shape and layout: about 30 measurements of kernels already compiled by
   the benchmark run before it);
 * then, in order of priority, variants of the persistent kernels' constants (phase 2): B0's (elements per tile,
-  target number of programs, warps per program) and the direction of its second pass over the batch
-  (``_PERSISTENT_REVERSE``), and S0's elements per group tile (``_TILE["cuda"]``), shape by shape
-  from 28x28 (where the step is most likely bound by the GPU's memory traffic) down to 7x7, NCHW before
-  channels-last;
+  target number of programs, warps per program), the direction of its second pass over the batch
+  (``_PERSISTENT_REVERSE``) and the software pipelining of its loops (``_PERSISTENT_STAGES``), and S0's
+  elements per group tile (``_TILE["cuda"]``), shape by shape from 28x28 (where the step is most likely bound by
+  the GPU's memory traffic) down to 7x7, NCHW before channels-last;
 * then (phase 3) the baselines and the variants again in bfloat16, NCHW only.
 
 Each time is the mean of 30 steps issued back to back between two CUDA events after 2 warm-ups, with the peak
 memory of one step: ``bench_evonorm_gpu.measure``, so the ratios are those of the benchmark (the throughput a training
-loop sees). Measurements run in that order until ``--budget`` seconds have passed (or the Unix time ``--until``).
+loop sees). One more step of each EvoNorm measurement is compared with the eager PyTorch layer (``err``: y and the
+four gradients), so that a configuration taken from the sweep has been checked on the GPU too.
+Measurements run in that order until ``--budget`` seconds have passed (or the Unix time ``--until``).
 The JSON is rewritten after every measurement (``bench_evonorm_gpu.Journal``), so a run cut short keeps what it
 measured; a measurement that raises is recorded with its error, and one that leaves CUDA broken (a kernel fault)
 ends the process with exit status 3, after which ``--resume`` goes on where it stopped and skips that
@@ -54,27 +56,61 @@ LAYOUTS = ("nchw", "channels_last")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 GROUPS = 32
 KEY = ("phase", "shape", "layout", "dtype", "layer", "strategy", "config")  # identify a measurement
-# B0: (elements per tile, target number of programs, warps per program), most promising first. More programs than
-# SMs put several programs on an SM and bigger tiles put more loads in flight per program: both raise the memory
-# traffic one wave can sustain, which a GPU-bound 28x28 step needs. How many programs an SM holds is set by their
-# registers (65536 per SM): sm_90 builds of the backward kernel (shared/evonorm_precompile.py --resources, NCHW
-# float32, 28x28 / 14x14 / 7x7) take 47 / 64 / 128 registers per thread with (1024, 512, 4), against 117 / 250 / 252
-# with the defaults (4096, 128, 8); the big tiles spill at 14x14 and 7x7, so they come last.
-B0_VARIANTS = (
-    (1024, 512, 4),
-    (4096, 256, 8),
-    (2048, 512, 4),
-    (1024, 256, 4),
-    (4096, 512, 8),
-    (2048, 256, 8),
-    (2048, 128, 8),
-    (4096, 128, 4),
-    (8192, 128, 8),
-    (8192, 128, 16),
+# B0: launch constants that differ from the defaults, most promising first. More programs than SMs put several
+# programs on an SM, bigger tiles put more loads in flight per program, and pipelined loops ("stages", asynchronous
+# copies through shared memory) keep several tiles in flight: each raises the memory traffic one wave can sustain,
+# which a GPU-bound step needs (at the defaults an SM runs one program of 8 warps that waits for each tile). How
+# many programs an SM holds is set by their registers (65536 per SM) and shared memory: sm_90 builds of the
+# backward kernel (shared/evonorm_precompile.py --resources, NCHW float32, 28x28 / 14x14 / 7x7) take 47 / 64 / 128
+# registers per thread with (1024, 512, 4), against 117 / 250 / 252 with the defaults (4096, 128, 8); 3 stages
+# take 32-64 KB of shared memory with 2048-4096-element tiles (bfloat16 at 14x14 and 7x7 is not pipelined: its rows
+# are not 4-byte aligned); the big tiles spill at 14x14 and 7x7, so they come last.
+B0_VARIANTS: tuple[dict[str, Any], ...] = (
+    {"persistent_tile": 1024, "programs": 512, "warps": 4},
+    {"reverse": False},  # the order of the second pass over the batch
+    {"stages": 3},
+    {"persistent_tile": 1024, "programs": 512, "warps": 4, "stages": 3},
+    {"persistent_tile": 2048, "programs": 256, "warps": 8, "stages": 3},
+    {"stages": 2},
+    {"persistent_tile": 4096, "programs": 256, "warps": 8},
+    {"persistent_tile": 2048, "programs": 512, "warps": 4},
+    {"persistent_tile": 1024, "programs": 256, "warps": 4},
+    {"persistent_tile": 4096, "programs": 512, "warps": 8},
+    {"persistent_tile": 2048, "programs": 256, "warps": 8},
+    {"persistent_tile": 2048, "programs": 128, "warps": 8},
+    {"persistent_tile": 4096, "programs": 128, "warps": 4},
+    {"persistent_tile": 8192, "programs": 128, "warps": 8},
+    {"persistent_tile": 8192, "programs": 128, "warps": 16},
 )
 # S0: elements per (channels x H W) tile of one group; at 7x7 NCHW the backward takes 237 registers with the default
 # 2048, 149 with 1024, 71 with 512 and 40 with 256
 S0_VARIANTS = (1024, 512, 256, 4096)
+
+
+#: largest error of a step's outputs (y and the four gradients) against the eager layer's, relative to 1 + the
+#: largest reference value, for a measured configuration to count in the summary
+TOLERANCE = {"float32": 1e-3, "bfloat16": 5e-2}
+
+
+def step_outputs(layer: Any, weights: Sequence[torch.Tensor], x: torch.Tensor, cotangent: torch.Tensor) -> list[Any]:
+    """One training step's outputs: ``[y, dx, *d weights]`` for the cotangent given."""
+    y = layer(x)
+    return [y.detach(), *torch.autograd.grad(y, [x, *weights], cotangent)]
+
+
+def max_error(got: Sequence[torch.Tensor], want: Sequence[torch.Tensor]) -> float:
+    """The largest of ``max|a - e| / (1 + max|e|)`` over the outputs (float64; NaN anywhere gives NaN)."""
+    errors = []
+    for a, e in zip(got, want, strict=True):
+        a64, e64 = a.double(), e.double()
+        errors.append(((a64 - e64).abs().max() / (1.0 + e64.abs().max())).item())
+    return max(errors)
+
+
+def _counts(record: dict[str, Any]) -> bool:
+    """A measurement the summary uses: timed, and its outputs within :data:`TOLERANCE` of the eager layer's."""
+    err = record.get("err", 0.0)
+    return record["ms"] == record["ms"] and err == err and err <= TOLERANCE[_dtype(record)]
 
 
 def defaults() -> dict[str, int]:
@@ -87,6 +123,7 @@ def defaults() -> dict[str, int]:
         "programs": kern._PERSISTENT_PROGRAMS,
         "warps": kern._PERSISTENT_WARPS,
         "reverse": kern._PERSISTENT_REVERSE,
+        "stages": kern._PERSISTENT_STAGES,
     }
 
 
@@ -100,6 +137,7 @@ def apply(config: dict[str, int], base: dict[str, int]) -> None:
     kern._PERSISTENT_PROGRAMS = merged["programs"]
     kern._PERSISTENT_WARPS = merged["warps"]
     kern._PERSISTENT_REVERSE = merged["reverse"]
+    kern._PERSISTENT_STAGES = merged["stages"]
 
 
 def tasks(layouts: Sequence[str] = LAYOUTS) -> list[dict[str, Any]]:
@@ -127,9 +165,7 @@ def tasks(layouts: Sequence[str] = LAYOUTS) -> list[dict[str, Any]]:
     def variants(phase: int, layout: str, dtype: str) -> list[dict[str, Any]]:
         out = []
         for shape in SHAPES:
-            configs = [{"persistent_tile": t, "programs": p, "warps": w} for t, p, w in B0_VARIANTS]
-            configs.insert(1, {"reverse": not base["reverse"]})  # the order of B0's second pass over the batch
-            for config in configs:
+            for config in B0_VARIANTS:
                 if {k: base[k] for k in config} != config:
                     out.append({"phase": phase, "shape": shape, "layout": layout, "dtype": dtype, "layer": "B0",
                                 "strategy": "persistent", "config": config})  # fmt: skip
@@ -158,6 +194,7 @@ def summary(records: Sequence[dict[str, Any]]) -> str:
 
     The most robust configuration of a layer is the one whose worst ratio to BN+ReLU over the NCHW shapes is
     smallest, among the configurations measured at all of them: over float32 alone, then over every dtype measured.
+    Only measurements whose outputs matched the eager layer's (:data:`TOLERANCE`) count; the others are listed.
     """
     lines = [f"{'shape':>14} {'layout':>13} {'dtype':>8} {'layer':>5} {'BN ms':>7} {'split':>7} {'default':>7} "
              f"{'best':>7} {'best/BN':>7}  best config"]  # fmt: skip
@@ -166,7 +203,7 @@ def summary(records: Sequence[dict[str, Any]]) -> str:
         rows = [r for r in records if (tuple(r["shape"]), r["layout"], _dtype(r)) == (shape, layout, dtype)]
         bn = next((r["ms"] for r in rows if r["layer"] == "bn-relu"), float("nan"))
         for layer in ("B0", "S0"):
-            mine = [r for r in rows if r["layer"] == layer and r["ms"] == r["ms"]]
+            mine = [r for r in rows if r["layer"] == layer and _counts(r)]
             split = next((r["ms"] for r in mine if r["strategy"] == "split"), float("nan"))
             persistent = [r for r in mine if r["strategy"] == "persistent"]
             default = next((r["ms"] for r in persistent if not r["config"]), float("nan"))
@@ -184,7 +221,7 @@ def summary(records: Sequence[dict[str, Any]]) -> str:
                         and _dtype(r) == dtype]  # fmt: skip
                 bn = next((r["ms"] for r in rows if r["layer"] == "bn-relu"), float("nan"))
                 for r in rows:
-                    if r["layer"] == layer and r["strategy"] == "persistent" and r["ms"] == r["ms"]:
+                    if r["layer"] == layer and r["strategy"] == "persistent" and _counts(r):
                         key = json.dumps(r["config"], sort_keys=True)
                         ratios.setdefault(key, {})[(shape, dtype)] = r["ms"] / bn
             worst = {key: max(v.values()) for key, v in ratios.items() if len(v) == len(combos)}
@@ -192,6 +229,10 @@ def summary(records: Sequence[dict[str, Any]]) -> str:
                 key = min(worst, key=lambda k: worst[k])
                 lines.append(f"{layer}: smallest worst ratio to BN+ReLU over the NCHW shapes in {'/'.join(dtypes)}: "
                              f"{worst[key]:.2f} with {key} (default {worst.get('{}', float('nan')):.2f})")  # fmt: skip
+    wrong = [r for r in records if r["ms"] == r["ms"] and not _counts(r)]
+    for r in wrong:
+        lines.append(f"WRONG (left out): {'x'.join(map(str, r['shape']))} {r['layout']} {_dtype(r)} {r['layer']} "
+                     f"{r['strategy']} {r['config']}: error {r.get('err')} against the eager layer")  # fmt: skip
     return "\n".join(lines)
 
 
@@ -234,13 +275,19 @@ def main(argv: list[str] | None = None) -> None:
             if device.type == "cuda":
                 torch.cuda.empty_cache()
             sized = shape if device.type == "cuda" else (2, shape[1] // 8, shape[2], shape[3])
-            x, _, params, running = evonorm_inputs(
+            x, cotangent, params, running = evonorm_inputs(
                 sized, device, DTYPES[dtype], channels_last=layout == "channels_last"
             )
             bn = nn.Sequential(nn.BatchNorm2d(sized[1]), nn.ReLU(inplace=True)).to(device).train()
-            inputs[key] = (x, params, running, bn)
-        x, params, running, bn = inputs[key]
+            inputs[key] = (x, cotangent, params, running, bn, {})
+        x, cotangent, params, running, bn, references = inputs[key]
         w, b, v = params
+        if task["layer"] in ("S0", "B0") and task["layer"] not in references:  # the eager layer's outputs
+            eager = {
+                "S0": lambda t: evonorm_s0(t, w, b, v, groups=GROUPS, backend="torch"),
+                "B0": lambda t: evonorm_b0(t, w, b, v, running.clone(), training=True, backend="torch"),
+            }[task["layer"]]
+            references[task["layer"]] = step_outputs(eager, params, x, cotangent)
         if task["layer"] == "bn-relu":
             layer, weights = bn, list(bn.parameters())
         elif task["layer"] == "S0":
@@ -253,6 +300,8 @@ def main(argv: list[str] | None = None) -> None:
         journal.begin(stub)
         try:
             result = measure(layer, weights, x, iters=30, warmup=2)
+            if task["layer"] in references:
+                result["err"] = max_error(step_outputs(layer, weights, x, cotangent), references[task["layer"]])
         except Exception as error:  # e.g. a configuration Triton rejects (resources): recorded, the sweep goes on
             result = failure(error, device.type == "cuda")
         finally:
@@ -260,7 +309,7 @@ def main(argv: list[str] | None = None) -> None:
             kern.STRATEGY = "auto"
         journal.add({**stub, **result})
         print(f"phase {task['phase']} {'x'.join(map(str, shape))} {layout} {dtype} {task['layer']} {task['strategy']} "
-              f"{task['config']}: {result['ms']:.3f} ms", flush=True)  # fmt: skip
+              f"{task['config']}: {result['ms']:.3f} ms, error {result.get('err', 0.0):.1e}", flush=True)  # fmt: skip
         if result.get("fatal"):
             print(f"CUDA no longer works in this process: rerun with --resume (exit {RESUME_EXIT})")
             sys.exit(RESUME_EXIT)

@@ -44,7 +44,11 @@ large feature maps, where the step is bound by the GPU's memory traffic. For sma
   statistics, merges them into the batch statistics (Chan's formula over blocks of samples) and updates the running
   variance; pass 2 writes :math:`y`. Its backward keeps the sums over :math:`n` (parameter gradients, the batch
   coefficient) in registers between its two passes. The per-(n, c) numbers a pass writes and the next one reads
-  back are separated by a barrier of the program's threads.
+  back are separated by a barrier of the program's threads. With ``_PERSISTENT_STAGES`` above 1 the loops over
+  the batch are flattened with the loops over H x W and software-pipelined by Triton (``tl.range(num_stages=...)``:
+  asynchronous copies through shared memory keep that many tiles in flight, where one program per SM would
+  otherwise wait for each tile); 1, the default, does not pipeline (plain Triton loops do not pipeline loads that
+  feed no matrix product). Both give the same bits.
 
 ``STRATEGY`` (module attribute) picks: ``"auto"`` (default) takes the persistent kernels for inputs of at most
 :math:`2^{25}` elements that still give at least 64 programs (or at most :math:`2^{20}` elements), else the split
@@ -125,6 +129,9 @@ _INT32_OFFSETS = 1 << 31  # B0's persistent kernels form offsets in 32 bits belo
 # B0's persistent kernels walk the batch backwards in their second pass, so that it starts on the blocks the first
 # pass read last, the ones most likely still in L2 (the same bits either way: pass 2 is element-wise)
 _PERSISTENT_REVERSE = True
+# B0: pipeline stages of the persistent kernels' loops (1: not pipelined; 2-3: asynchronous copies keep tiles in
+# flight through shared memory; the same bits either way; the launch-constant sweep measures both)
+_PERSISTENT_STAGES = 1
 
 
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -952,6 +959,7 @@ def _kernels() -> dict[str, Any]:
         F64: tl.constexpr,
         WIDE: tl.constexpr,
         REVERSE: tl.constexpr,
+        STAGES: tl.constexpr,
         BLOCK_N: tl.constexpr,
         BLOCK_C: tl.constexpr,
         BLOCK_HW: tl.constexpr,
@@ -975,7 +983,7 @@ def _kernels() -> dict[str, Any]:
         bmean = tl.zeros([BLOCK_C], acc)
         bm2 = tl.zeros([BLOCK_C], acc)
         done = tl.sum(tl.zeros([BLOCK_C], acc), axis=0)  # samples merged so far
-        for nstart in range(0, N, BLOCK_N):
+        for nstart in tl.range(0, N, BLOCK_N, num_stages=STAGES, flatten=STAGES > 1):  # pyright: ignore[reportGeneralTypeIssues, reportArgumentType]
             rows = nstart + n0
             if WIDE:
                 rows = rows.to(tl.int64)
@@ -1034,7 +1042,7 @@ def _kernels() -> dict[str, Any]:
         b = tl.load(b_ptr + cols, mask=c_ok, other=0.0).to(acc)
         v = tl.load(v_ptr + cols, mask=c_ok, other=0.0).to(acc)
         n_blocks = tl.cdiv(N, BLOCK_N)
-        for step in range(0, n_blocks):
+        for step in tl.range(0, n_blocks, num_stages=STAGES, flatten=STAGES > 1):  # pyright: ignore[reportGeneralTypeIssues, reportArgumentType]
             if REVERSE:  # noqa: SIM108  (last block of samples first: pass 1 has just read it, maybe still in L2)
                 nstart = (n_blocks - 1 - step) * BLOCK_N
             else:
@@ -1086,6 +1094,7 @@ def _kernels() -> dict[str, Any]:
         TRAINING: tl.constexpr,
         WIDE: tl.constexpr,
         REVERSE: tl.constexpr,
+        STAGES: tl.constexpr,
         BLOCK_N: tl.constexpr,
         BLOCK_C: tl.constexpr,
         BLOCK_HW: tl.constexpr,
@@ -1110,7 +1119,7 @@ def _kernels() -> dict[str, Any]:
         sum_w = tl.zeros([BLOCK_C], acc)
         sum_v = tl.zeros([BLOCK_C], acc)
         sum_l = tl.zeros([BLOCK_C], acc)
-        for nstart in range(0, N, BLOCK_N):
+        for nstart in tl.range(0, N, BLOCK_N, num_stages=STAGES, flatten=STAGES > 1):  # pyright: ignore[reportGeneralTypeIssues, reportArgumentType]
             rows = nstart + n0
             if WIDE:
                 rows = rows.to(tl.int64)
@@ -1143,7 +1152,7 @@ def _kernels() -> dict[str, Any]:
         bmean = tl.load(bmean_ptr + cols, mask=c_ok, other=0.0)
         tl.debug_barrier()  # sum(t gamma) written above, by other threads of this program, is read below
         n_blocks = tl.cdiv(N, BLOCK_N)
-        for step in range(0, n_blocks):
+        for step in tl.range(0, n_blocks, num_stages=STAGES, flatten=STAGES > 1):  # pyright: ignore[reportGeneralTypeIssues, reportArgumentType]
             if REVERSE:  # noqa: SIM108  (last block of samples first: pass 1 has just read it, maybe still in L2)
                 nstart = (n_blocks - 1 - step) * BLOCK_N
             else:
@@ -2048,6 +2057,7 @@ def _b0_forward_persistent_packed(
         F64=work == torch.float64,
         WIDE=pp.wide,
         REVERSE=_PERSISTENT_REVERSE,
+        STAGES=_PERSISTENT_STAGES,
         BLOCK_N=pp.block_n,
         BLOCK_C=pp.block_c,
         BLOCK_HW=pp.block_hw,
@@ -2116,6 +2126,7 @@ def _b0_backward_persistent(
         TRAINING=training,
         WIDE=pp.wide or (grad_strides not in pp.checked and _grad_needs_wide(plan, pp, grad_strides)),
         REVERSE=_PERSISTENT_REVERSE,
+        STAGES=_PERSISTENT_STAGES,
         BLOCK_N=pp.block_n,
         BLOCK_C=pp.block_c,
         BLOCK_HW=pp.block_hw,
