@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
             if (work / name).is_file():
                 print(f"## {name}\n\n```\n{(work / name).read_text().strip()}\n```\n")
         print("## GPU tests\n")
-        for xml_name in ("pytest-norm.xml", "pytest-eq.xml", "pytest-others.xml"):
+        for xml_name in ("pytest-norm.xml", "pytest-norm-split.xml", "pytest-eq.xml", "pytest-others.xml"):
             if (work / xml_name).is_file() or xml_name == "pytest-norm.xml":
                 print(tests(work / xml_name) + "\n")
         status = 2

@@ -12,12 +12,13 @@ training step (forward, then the gradients of the input and the parameters) of
 * EvoNorm-S0 and B0 with the split passes (``STRATEGY = "split"``) and with the persistent kernels at their
   default launch constants (phase 1, every shape and layout: about 30 measurements of kernels already compiled by
   the benchmark run before it);
-* then, in order of priority, variants of the persistent kernels' constants (phase 2): B0's (elements per tile,
-  target number of programs, warps per program), the direction of its second pass over the batch
+* then, in order of priority, variants of the persistent kernels' constants (phase 2, NCHW): B0's (elements per
+  tile, target number of programs, warps per program), the direction of its second pass over the batch
   (``_PERSISTENT_REVERSE``) and the software pipelining of its loops (``_PERSISTENT_STAGES``), and S0's
   elements per group tile (``_TILE["cuda"]``), shape by shape from 28x28 (where the step is most likely bound by
-  the GPU's memory traffic) down to 7x7, NCHW before channels-last;
-* then (phase 3) the baselines and the variants again in bfloat16, NCHW only.
+  the GPU's memory traffic) down to 7x7;
+* then (phase 3) the baselines and the variants again in bfloat16, NCHW only (the target covers both dtypes);
+* then (phase 4) the variants for channels-last input, in float32.
 
 Each time is the mean of 30 steps issued back to back between two CUDA events after 2 warm-ups, with the peak
 memory of one step: ``bench_evonorm_gpu.measure``, so the ratios are those of the benchmark (the throughput a training
@@ -141,13 +142,14 @@ def apply(config: dict[str, int], base: dict[str, int]) -> None:
 
 
 def tasks(layouts: Sequence[str] = LAYOUTS) -> list[dict[str, Any]]:
-    """The measurements in order: float32 baselines everywhere, float32 variants, then bfloat16 NCHW.
+    """The measurements in order: float32 baselines everywhere, NCHW variants (float32, then bfloat16), channels-last.
 
     Phase 1 is BN+ReLU, the split passes and the default constants at every shape and layout; phase 2 the variants
-    by priority (float32); phase 3 the same baselines and variants in bfloat16 for NCHW input (issue 6's target
-    covers both dtypes). Each task is a dict with ``phase``, ``shape``, ``layout``, ``dtype``, ``layer``
-    ("bn-relu", "S0" or "B0"), ``strategy`` ("split" or "persistent"; None for BN+ReLU) and ``config`` (constants
-    that differ from the defaults). ``shared/evonorm_precompile.py`` compiles the kernels of the same list.
+    by priority, float32 NCHW; phase 3 the same baselines and variants in bfloat16 for NCHW input (issue 6's target
+    covers NCHW input in both dtypes); phase 4 the float32 variants for channels-last input. Each task is a dict
+    with ``phase``, ``shape``, ``layout``, ``dtype``, ``layer`` ("bn-relu", "S0" or "B0"), ``strategy`` ("split" or
+    "persistent"; None for BN+ReLU) and ``config`` (constants that differ from the defaults).
+    ``shared/evonorm_precompile.py`` compiles the kernels of the same list.
     """
     base = defaults()
 
@@ -178,10 +180,11 @@ def tasks(layouts: Sequence[str] = LAYOUTS) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for layout in layouts:
         out += baselines(1, layout, "float32")
-    for layout in layouts:
-        out += variants(2, layout, "float32")
-    if "nchw" in layouts:
+    if "nchw" in layouts:  # issue 6's target: NCHW input, float32 and bfloat16
+        out += variants(2, "nchw", "float32")
         out += baselines(3, "nchw", "bfloat16") + variants(3, "nchw", "bfloat16")
+    if "channels_last" in layouts:
+        out += variants(4, "channels_last", "float32")
     return out
 
 

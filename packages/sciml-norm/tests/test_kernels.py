@@ -330,16 +330,22 @@ def test_precompilation_covers_every_step_of_the_gpu_benchmarks(monkeypatch):
         for dtype, layout, layer in itertools.product(("float32", "bfloat16"), ("nchw", "channels_last"), ("S0", "B0")):
             for strategy in ("auto", "split"):  # ours, jit and split contenders of bench_evonorm_gpu.py
                 assert (layer, strategy, dtype, layout, shape, "{}") in keys
-    # the sweep measures its baselines first everywhere, then the variants from 28x28 down
+    # the sweep measures its baselines first everywhere, then the variants from 28x28 down: NCHW (the target's
+    # layout) in float32, the same in bfloat16, then channels-last
     phases = [t["phase"] for t in sweep.tasks()]
     assert phases == sorted(phases)
     variants = [t for t in sweep.tasks() if t["phase"] == 2]
     assert tuple(variants[0]["shape"]) == (64, 512, 28, 28)
     assert variants[0]["layer"] == "B0"
-    assert {t["dtype"] for t in sweep.tasks() if t["phase"] < 3} == {"float32"}
+    assert {(t["dtype"], t["layout"]) for t in variants} == {("float32", "nchw")}
+    assert {t["dtype"] for t in sweep.tasks() if t["phase"] != 3} == {"float32"}
     bf16 = [t for t in sweep.tasks() if t["phase"] == 3]
     assert {(t["dtype"], t["layout"]) for t in bf16} == {("bfloat16", "nchw")}
     assert len(bf16) == len([t for t in sweep.tasks() if t["phase"] < 3 and t["layout"] == "nchw"])
+    last = [t for t in sweep.tasks() if t["phase"] == 4]
+    assert {t["layout"] for t in last} == {"channels_last"}
+    assert len(last) == len(variants)
+    assert any(t["config"].get("stages", 1) > 1 for t in variants)  # the pipelined variants are measured
 
 
 def test_gpu_results_summary_checks_the_target_on_every_row(tmp_path, monkeypatch, capsys):
