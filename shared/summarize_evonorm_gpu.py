@@ -147,11 +147,15 @@ def failures(payload: dict[str, Any]) -> str:
 
 def profile_table(payload: dict[str, Any]) -> str:
     """Host / step / GPU time per contender and shape."""
-    lines = ["| shape | layer | host us | step us | GPU us | kernels | step / BN |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| shape | layer | host us | step us | GPU us | kernels | step / BN | longest kernels (us per step) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in payload["records"]:
+        top = ", ".join(f"{name[:40]} {us:.1f}" for name, us in list(r.get("kernel_us", {}).items())[:3])
         lines.append(
             f"| {'x'.join(map(str, r['shape']))} | {r['layer']} | {r['host_us']:.1f} | {r['step_us']:.1f} | "
-            f"{r['gpu_us']:.1f} | {r['kernels']:.1f} | {r.get('step_over_bn', float('nan')):.2f} |"
+            f"{r['gpu_us']:.1f} | {r['kernels']:.1f} | {r.get('step_over_bn', float('nan')):.2f} | {top} |"
         )
     return "\n".join(lines)
 

@@ -13,7 +13,7 @@ step (forward, then the gradients of the input and the parameters) three ways:
 * ``step_us``: the time per step of ``--steps`` steps back to back, from CUDA events (what a training loop sees:
   the larger of the host and the GPU time when they overlap);
 * ``gpu_us`` and ``kernels``: the summed duration of the GPU kernels of one step and their number, from
-  ``torch.profiler`` (CUPTI) over 5 steps.
+  ``torch.profiler`` (CUPTI) over 5 steps; ``kernel_us``: the time per step of each kernel, by name.
 
 A step is host-bound when ``step_us`` is close to ``host_us`` and well above ``gpu_us``. It prints a table with the
 ratios to BatchNorm2d+ReLU and writes the records as JSON (after every measurement, so that a run cut short keeps
@@ -38,8 +38,11 @@ from torch import Tensor
 SHAPES = ((64, 512, 28, 28), (64, 1024, 14, 14), (64, 2048, 7, 7))
 
 
-def gpu_time(step: Callable[[], None], device: torch.device, steps: int = 5) -> tuple[float, float]:
-    """(summed kernel time per step in microseconds, kernels per step) from torch.profiler."""
+def gpu_time(step: Callable[[], None], device: torch.device, steps: int = 5) -> tuple[float, float, dict[str, float]]:
+    """Summed kernel time per step (microseconds), kernels per step and per-kernel times, from torch.profiler.
+
+    The per-kernel times are microseconds per step by kernel name, longest first.
+    """
     from torch._C._autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
 
@@ -52,7 +55,11 @@ def gpu_time(step: Callable[[], None], device: torch.device, steps: int = 5) -> 
             torch.cuda.synchronize(device)
     kernels = [e for e in prof.events() or [] if e.device_type == wanted]
     total = sum(e.time_range.end - e.time_range.start for e in kernels)
-    return total / steps, len(kernels) / steps
+    by_name: dict[str, float] = {}
+    for e in kernels:
+        by_name[e.name] = by_name.get(e.name, 0.0) + (e.time_range.end - e.time_range.start) / steps
+    ranked = dict(sorted(by_name.items(), key=lambda item: -item[1]))
+    return total / steps, len(kernels) / steps, ranked
 
 
 def measure(step: Callable[[], None], device: torch.device, steps: int, rounds: int = 5) -> dict[str, float]:
@@ -83,15 +90,16 @@ def measure(step: Callable[[], None], device: torch.device, steps: int, rounds: 
         else:
             through.append(host[-1])
     try:
-        gpu_us, kernels = gpu_time(step, device)
+        gpu_us, kernels, by_kernel = gpu_time(step, device)
     except Exception as error:  # the profiler is a diagnostic: keep the timings if it fails
         print(f"  profiler failed: {error!r}")
-        gpu_us, kernels = float("nan"), float("nan")
+        gpu_us, kernels, by_kernel = float("nan"), float("nan"), {}
     return {
         "host_us": statistics.median(host),
         "step_us": statistics.median(through),
         "gpu_us": gpu_us,
         "kernels": kernels,
+        "kernel_us": by_kernel,
     }
 
 

@@ -371,8 +371,13 @@ def test_gpu_results_summary_checks_the_target_on_every_row(tmp_path, monkeypatc
         (work / "evonorm-nchw.json").write_text(json.dumps({"device": "test GPU", "torch": "x", "records": records}))
 
     write(1.4)
+    profile = {"shape": [64, 2048, 7, 7], "layer": "ours-B0", "host_us": 90.0, "step_us": 150.0, "gpu_us": 140.0,
+               "kernels": 2.0, "step_over_bn": 0.5,
+               "kernel_us": {"b0_persistent_backward_kernel": 90.0, "b0_persistent_forward_kernel": 50.0}}  # fmt: skip
+    (work / "profile-step.json").write_text(json.dumps({"meta": {"device": "test GPU"}, "records": [profile]}))
     assert summarize.main([str(tmp_path)]) == 0
     out = capsys.readouterr().out
+    assert "| 64x2048x7x7 | ours-B0 | 90.0 | 150.0 | 140.0 | 2.0 | 0.50 | b0_persistent_backward_kernel 90.0, " in out
     assert "| 64x2048x7x7 | float32 | 0.50 | 2.00 | 0.56 | 2.00 | 0.40 | 1.25 | 1.40 | 10 / 10 / 10 |" in out
     assert ": MET" in out
     write(1.6)
