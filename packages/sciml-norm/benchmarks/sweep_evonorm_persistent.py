@@ -64,8 +64,9 @@ KEY = ("phase", "shape", "layout", "dtype", "layer", "strategy", "config")  # id
 # many programs an SM holds is set by their registers (65536 per SM) and shared memory: sm_90 builds of the
 # backward kernel (shared/evonorm_precompile.py --resources, NCHW float32, 28x28 / 14x14 / 7x7) take 47 / 64 / 128
 # registers per thread with (1024, 512, 4), against 117 / 250 / 252 with the defaults (4096, 128, 8); 3 stages
-# take 32-64 KB of shared memory with 2048-4096-element tiles (bfloat16 at 14x14 and 7x7 is not pipelined: its rows
-# are not 4-byte aligned); the big tiles spill at 14x14 and 7x7, so they come last.
+# take 32-64 KB of shared memory with 2048-4096-element tiles (bfloat16 at 14x14 and 7x7 is not pipelined: with
+# channel strides of 196 and 49, not multiples of 16, Triton cannot prove the 4-byte alignment cp.async needs); the
+# big tiles spill at 14x14 and 7x7, so they come last.
 B0_VARIANTS: tuple[dict[str, Any], ...] = (
     {"persistent_tile": 1024, "programs": 512, "warps": 4},
     {"reverse": False},  # the order of the second pass over the batch
