@@ -62,7 +62,7 @@ def gpu_time(step: Callable[[], None], device: torch.device, steps: int = 5) -> 
     return total / steps, len(kernels) / steps, ranked
 
 
-def measure(step: Callable[[], None], device: torch.device, steps: int, rounds: int = 5) -> dict[str, float]:
+def measure(step: Callable[[], None], device: torch.device, steps: int, rounds: int = 5) -> dict[str, Any]:
     """host_us, step_us (medians over ``rounds``), gpu_us and kernels of one step."""
 
     def sync() -> None:
