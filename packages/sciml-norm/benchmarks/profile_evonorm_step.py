@@ -63,7 +63,7 @@ def gpu_time(step: Callable[[], None], device: torch.device, steps: int = 5) -> 
 
 
 def measure(step: Callable[[], None], device: torch.device, steps: int, rounds: int = 5) -> dict[str, Any]:
-    """host_us, step_us (medians over ``rounds``), gpu_us and kernels of one step."""
+    """host_us, step_us (medians over ``rounds``), gpu_us, kernels and kernel_us (per kernel) of one step."""
 
     def sync() -> None:
         if device.type == "cuda":
