@@ -286,12 +286,6 @@ def main(argv: list[str] | None = None) -> None:
             inputs[key] = (x, cotangent, params, running, bn, {})
         x, cotangent, params, running, bn, references = inputs[key]
         w, b, v = params
-        if task["layer"] in ("S0", "B0") and task["layer"] not in references:  # the eager layer's outputs
-            eager = {
-                "S0": lambda t: evonorm_s0(t, w, b, v, groups=GROUPS, backend="torch"),
-                "B0": lambda t: evonorm_b0(t, w, b, v, running.clone(), training=True, backend="torch"),
-            }[task["layer"]]
-            references[task["layer"]] = step_outputs(eager, params, x, cotangent)
         if task["layer"] == "bn-relu":
             layer, weights = bn, list(bn.parameters())
         elif task["layer"] == "S0":
@@ -303,6 +297,12 @@ def main(argv: list[str] | None = None) -> None:
         apply(task["config"], base)
         journal.begin(stub)
         try:
+            if task["layer"] in ("S0", "B0") and task["layer"] not in references:  # the eager layer's outputs
+                eager = {
+                    "S0": lambda t: evonorm_s0(t, w, b, v, groups=GROUPS, backend="torch"),
+                    "B0": lambda t: evonorm_b0(t, w, b, v, running.clone(), training=True, backend="torch"),
+                }[task["layer"]]
+                references[task["layer"]] = step_outputs(eager, params, x, cotangent)
             result = measure(layer, weights, x, iters=30, warmup=2)
             if task["layer"] in references:
                 result["err"] = max_error(step_outputs(layer, weights, x, cotangent), references[task["layer"]])
