@@ -100,10 +100,11 @@ class Journal:
 
     A measurement that kills its process (a kernel fault on the GPU breaks the CUDA context for good) must not cost
     the rest of the run: :meth:`begin` writes what is about to be measured to ``<json>.running`` and :meth:`add`
-    clears it with the record. A rerun with ``resume=True`` loads the records, turns a leftover ``.running`` stub into
-    a record of a fatal failure (``ms`` NaN, ``fatal`` True), and :meth:`done` and :meth:`fatal` tell the script what
-    to skip: the measurements it has, and the contenders (``group`` fields) that killed a process before. Records
-    hold NaN for failures (Python's JSON reads it back).
+    clears it with the record (a record marked ``fatal``, CUDA broken during it, then ends the process with
+    :data:`RESUME_EXIT`). A rerun with ``resume=True`` loads the records, turns a leftover ``.running`` stub into a
+    record of a fatal failure (``ms`` NaN, ``fatal`` True), and :meth:`skip` tells the script what to skip: the
+    measurements it has (:meth:`done`), and the contenders (``group`` fields) that broke CUDA before (:meth:`fatal`;
+    such a skip is recorded). Records hold NaN for failures (Python's JSON reads it back).
 
     Args:
         path: the JSON file; it holds ``{**header, "records": [...]}`` (None: the records stay in memory).
@@ -162,16 +163,31 @@ class Journal:
         group = self._of(stub, self._group)
         return any(r.get("fatal") and self._of(r, self._group) == group for r in self.records)
 
+    def skip(self, stub: dict[str, Any]) -> bool:
+        """Whether to skip ``stub``: measured already, or its contender broke CUDA before (that skip is recorded)."""
+        if self.done(stub):
+            return True
+        if self.fatal(stub):
+            self.add({**stub, "ms": math.nan, "peak_mib": math.nan, "error": "skipped: it broke CUDA before"})
+            return True
+        return False
+
     def begin(self, stub: dict[str, Any]) -> None:
         """Note that the measurement ``stub`` (JSON-able) starts: a process that dies now leaves it behind."""
         if self.running is not None:
             self.running.write_text(json.dumps(stub))
 
     def add(self, record: dict[str, Any]) -> None:
-        """Keep ``record`` (the measurement begun last, or one skipped) and rewrite the file."""
+        """Keep ``record`` (the measurement begun last, or one skipped) and rewrite the file.
+
+        A ``fatal`` record (CUDA broke during it) then ends the process with :data:`RESUME_EXIT`.
+        """
         self.records.append(record)
         self.save()
         self._clear()
+        if record.get("fatal"):
+            print(f"CUDA no longer works in this process: rerun with --resume (exit {RESUME_EXIT})", flush=True)
+            sys.exit(RESUME_EXIT)
 
     def save(self) -> None:
         """Rewrite the JSON file with the header and the records."""
@@ -339,11 +355,7 @@ def run(
             for name, (layer, params, strategy, launch) in layers.items():
                 stub = {"shape": list(shape), "dtype": dtype_name, "layout": layout, "compile": compile_mode,
                         "layer": name, "strategy": strategy, "launch": launch}  # fmt: skip
-                if journal.done(stub):
-                    continue
-                if journal.fatal(stub):
-                    skipped = "skipped: it broke CUDA before"
-                    journal.add({**stub, "ms": math.nan, "peak_mib": math.nan, "error": skipped})
+                if journal.skip(stub):
                     continue
                 kern.STRATEGY, _launch.LAUNCH = strategy, launch
                 journal.begin(stub)
@@ -364,11 +376,8 @@ def run(
                 finally:
                     kern.STRATEGY, _launch.LAUNCH = "auto", "direct"
                     del x
-                journal.add({**stub, **result})
                 print(f"{'x'.join(map(str, shape))} {dtype_name} {name}: {result['ms']:.3f} ms", flush=True)
-                if result.get("fatal"):
-                    print(f"CUDA no longer works in this process: rerun with --resume (exit {RESUME_EXIT})")
-                    sys.exit(RESUME_EXIT)
+                journal.add({**stub, **result})
                 if cuda:
                     torch.cuda.empty_cache()
             del layers

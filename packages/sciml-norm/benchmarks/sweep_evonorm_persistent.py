@@ -42,14 +42,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
-from bench_evonorm_gpu import RESUME_EXIT, Journal, evonorm_inputs, failure, measure, script_device
+from bench_evonorm_gpu import Journal, evonorm_inputs, failure, measure, script_device
 from torch import nn
 
 SHAPES = ((64, 512, 28, 28), (64, 1024, 14, 14), (64, 2048, 7, 7))
@@ -265,12 +264,7 @@ def main(argv: list[str] | None = None) -> None:
         if time.time() > until:
             break
         stub = {**task, "shape": list(task["shape"])}
-        if journal.done(stub):
-            continue
-        if journal.fatal(stub):  # a configuration that broke CUDA at another shape
-            journal.add(
-                {**stub, "ms": float("nan"), "peak_mib": float("nan"), "error": "skipped: it broke CUDA before"}
-            )
+        if journal.skip(stub):  # measured, or a configuration that broke CUDA at another shape
             continue
         shape, layout, dtype = task["shape"], task["layout"], task["dtype"]
         key = (shape, layout, dtype)
@@ -311,12 +305,9 @@ def main(argv: list[str] | None = None) -> None:
         finally:
             apply({}, base)
             kern.STRATEGY = "auto"
-        journal.add({**stub, **result})
         print(f"phase {task['phase']} {'x'.join(map(str, shape))} {layout} {dtype} {task['layer']} {task['strategy']} "
               f"{task['config']}: {result['ms']:.3f} ms, error {result.get('err', 0.0):.1e}", flush=True)  # fmt: skip
-        if result.get("fatal"):
-            print(f"CUDA no longer works in this process: rerun with --resume (exit {RESUME_EXIT})")
-            sys.exit(RESUME_EXIT)
+        journal.add({**stub, **result})  # exits (status 3) when CUDA broke during it
     records = journal.records
     meta["measured"], meta["planned"] = len(records), len(todo)
     journal.save()
