@@ -3,6 +3,8 @@
 Usage (repository root; any machine, no GPU or driver needed: Triton's wheel carries ptxas)::
 
     uv run python shared/triton_compile_check.py [--arch 90] [--quick]
+    uv run python shared/triton_compile_check.py --row-vectors
+
 
 A stand-in Triton driver reports a CUDA target of the given compute capability (default 90, H100/H200), and every
 kernel launch made by the packages' real code paths becomes ``JITFunction.run(..., warmup=True)``: Triton compiles
@@ -11,6 +13,12 @@ The outputs are never computed, so this checks what the Triton interpreter canno
 (dtype, memory layout, block sizes chosen for CUDA) is accepted by the CUDA compiler (types of scalars and
 intrinsics, shared-memory and register limits). Numerics stay the job of the interpreter parity tests and of the
 GPU tests. Exit status 1 when any compilation fails.
+
+``--row-vectors`` instead compiles the four persistent EvoNorm kernels for NCHW input at ResNet-50's 14x14 stage
+(64x1024x14x14, float32 and bfloat16) with the row-alignment hints (``_STRIDE_HINTS``) on and off, and counts the
+global loads and stores in their PTX by width. Exit status 1 unless, with the hints, every kernel reads in vectors
+(``ld.global.v4.b32`` in float32, ``ld.global.v2.b32`` in bfloat16) and issues fewer global memory instructions
+than without them.
 """
 
 from __future__ import annotations
@@ -20,8 +28,10 @@ import functools
 import hashlib
 import itertools
 import os
+import re
 import sys
 import traceback
+from collections import Counter
 from collections.abc import Callable, MutableSequence
 from typing import Any
 
@@ -174,12 +184,67 @@ def gaunt_cases(quick: bool) -> list[tuple[str, Callable[[], object]]]:
     return cases
 
 
+def global_accesses(ptx: str) -> Counter[str]:
+    """Global loads and stores in ``ptx`` by instruction form (``ld.global.v4.b32``, ``st.global.b16``, ...)."""
+    return Counter(re.findall(r"\b(?:ld|st)\.global(?:\.[a-z0-9]+)*", ptx))
+
+
+def row_vectors(arch: int) -> int:
+    """The ``--row-vectors`` check (module doc); prints a line per kernel and returns the exit status."""
+    from sciml_norm._kernels import _launch
+    from sciml_norm._kernels import evonorm as kern
+    from triton.runtime.jit import JITFunction
+
+    install_fake_driver(arch)
+    compile_only = JITFunction.run
+    compiled: list[tuple[str, Any]] = []
+
+    def keep(self: Any, *args: Any, **kwargs: Any) -> Any:
+        kernel = compile_only(self, *args, **kwargs)
+        compiled.append((self.fn.__name__, kernel))
+        return kernel
+
+    JITFunction.run = keep  # pyright: ignore[reportAttributeAccessIssue]
+    _launch.LAUNCH = "triton"
+    kern.STRATEGY = "persistent"
+    shape = (64, 1024, 14, 14)
+    kern._plan = lambda x: kern._plan_for(  # the CUDA tile sizes, although the tensors live on the CPU
+        x.shape, x.stride(), True, kern._TILE["cuda"], kern._MAX_BLOCK_HW, kern._MAX_BLOCK_C, kern._FINALIZE_TILE
+    )
+    failures = 0
+    for dtype, vector in ((torch.float32, "ld.global.v4.b32"), (torch.bfloat16, "ld.global.v2.b32")):
+        counts: dict[bool, dict[str, Counter[str]]] = {}
+        for hints in (True, False):
+            kern._STRIDE_HINTS = hints
+            compiled.clear()
+            x = torch.randn(shape).to(dtype)
+            c = shape[1]
+            w, b, v = (torch.full((c,), f) for f in (1.0, 0.1, 1.0))
+            g = torch.randn_like(x)
+            _, mean, rstd = kern.s0_forward(x, w, b, v, 32, 1e-5, backend="triton")
+            kern.s0_backward(g, x, w, v, mean, rstd, 32, backend="triton")
+            _, im, istd, bm, left, _ = kern.b0_forward(x, w, b, v, torch.ones(c), True, 1e-3, "triton", momentum=0.1)
+            kern.b0_backward(g, x, w, v, im, istd, bm, left, True, backend="triton")
+            counts[hints] = {name: global_accesses(kernel.asm["ptx"]) for name, kernel in compiled}
+        for name, on in counts[True].items():
+            off = counts[False][name]
+            ok = on[vector] > 0 and sum(on.values()) < sum(off.values())
+            failures += not ok
+            print(f"{'ok' if ok else 'FAILED'} {name} {dtype} {'x'.join(map(str, shape))} NCHW: global memory "
+                  f"instructions {sum(on.values())} with the hints, {sum(off.values())} without; with: "
+                  f"{dict(sorted(on.items()))}; without: {dict(sorted(off.items()))}")  # fmt: skip
+    return 1 if failures else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Compile every case; print one line per failure and a summary; return the exit status."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--arch", type=int, default=90, help="compute capability x 10 (default 90)")
     parser.add_argument("--quick", action="store_true", help="fewer shapes and degrees")
+    parser.add_argument("--row-vectors", action="store_true", help="check the row-alignment hints' vector loads")
     args = parser.parse_args(argv)
+    if args.row_vectors:
+        return row_vectors(args.arch)
     log = install_fake_driver(args.arch)
     failures = 0
     cases = evonorm_cases(args.quick) + gaunt_cases(args.quick)

@@ -15,8 +15,9 @@ training step (forward, then the gradients of the input and the parameters) of
 * then, in order of priority, variants of the persistent kernels' constants (phase 2, NCHW): B0's (elements per
   tile, target number of programs, warps per program), the direction of its second pass over the batch
   (``_PERSISTENT_REVERSE``) and the software pipelining of its loops (``_PERSISTENT_STAGES``), and S0's
-  elements per group tile (``_TILE["cuda"]``), shape by shape from 28x28 (where the step is most likely bound by
-  the GPU's memory traffic) down to 7x7;
+  elements per group tile (``_TILE["cuda"]``); for both, the row-alignment hints turned off
+  (``_STRIDE_HINTS``, where they change the code); shape by shape from 28x28 (where the step is most likely bound
+  by the GPU's memory traffic) down to 7x7;
 * then (phase 3) the baselines and the variants again in bfloat16, NCHW only (the target covers both dtypes);
 * then (phase 4) the variants for channels-last input, in float32.
 
@@ -42,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -63,11 +65,13 @@ KEY = ("phase", "shape", "layout", "dtype", "layer", "strategy", "config")  # id
 # many programs an SM holds is set by their registers (65536 per SM) and shared memory: sm_90 builds of the
 # backward kernel (shared/evonorm_precompile.py --resources, NCHW float32, 28x28 / 14x14 / 7x7) take 47 / 64 / 128
 # registers per thread with (1024, 512, 4), against 117 / 250 / 252 with the defaults (4096, 128, 8); 3 stages
-# take 32-64 KB of shared memory with 2048-4096-element tiles (bfloat16 at 14x14 and 7x7 is not pipelined: with
-# channel strides of 196 and 49, not multiples of 16, Triton cannot prove the 4-byte alignment cp.async needs); the
-# big tiles spill at 14x14 and 7x7, so they come last.
+# take 32-64 KB of shared memory with 2048-4096-element tiles (bfloat16 at 7x7 is not pipelined: with a channel
+# stride of 49, rows are only 2-byte aligned, and cp.async needs 4 bytes); the big tiles spill at 14x14 and 7x7, so
+# they come last. "hints": False turns off the row-alignment hints (_STRIDE_HINTS), measured only where they change
+# the code (14x14 NCHW: rows of 196 elements are read in vectors of 4 with them, one element at a time without).
 B0_VARIANTS: tuple[dict[str, Any], ...] = (
     {"persistent_tile": 1024, "programs": 512, "warps": 4},
+    {"hints": False},
     {"reverse": False},  # the order of the second pass over the batch
     {"stages": 3},
     {"persistent_tile": 1024, "programs": 512, "warps": 4, "stages": 3},
@@ -83,9 +87,15 @@ B0_VARIANTS: tuple[dict[str, Any], ...] = (
     {"persistent_tile": 8192, "programs": 128, "warps": 8},
     {"persistent_tile": 8192, "programs": 128, "warps": 16},
 )
-# S0: elements per (channels x H W) tile of one group; at 7x7 NCHW the backward takes 237 registers with the default
-# 2048, 149 with 1024, 71 with 512 and 40 with 256
-S0_VARIANTS = (1024, 512, 256, 4096)
+# S0: elements per (channels x H W) tile of one group (at 7x7 NCHW the backward takes 237 registers with the default
+# 2048, 149 with 1024, 71 with 512 and 40 with 256), and the row-alignment hints off
+S0_VARIANTS: tuple[dict[str, Any], ...] = (
+    {"tile": 1024},
+    {"hints": False},
+    {"tile": 512},
+    {"tile": 256},
+    {"tile": 4096},
+)
 
 
 #: largest error of a step's outputs (y and the four gradients) against the eager layer's, relative to 1 + the
@@ -125,6 +135,7 @@ def defaults() -> dict[str, int]:
         "warps": kern._PERSISTENT_WARPS,
         "reverse": kern._PERSISTENT_REVERSE,
         "stages": kern._PERSISTENT_STAGES,
+        "hints": kern._STRIDE_HINTS,
     }
 
 
@@ -139,6 +150,12 @@ def apply(config: dict[str, int], base: dict[str, int]) -> None:
     kern._PERSISTENT_WARPS = merged["warps"]
     kern._PERSISTENT_REVERSE = merged["reverse"]
     kern._PERSISTENT_STAGES = merged["stages"]
+    kern._STRIDE_HINTS = merged["hints"]
+
+
+def hints_matter(shape: tuple[int, ...], layout: str) -> bool:
+    """Whether the row-alignment hints change the kernels: NCHW rows aligned to 2-8 elements (14x14: 4)."""
+    return layout == "nchw" and math.gcd(16, shape[2] * shape[3]) not in (1, 16)
 
 
 def tasks(layouts: Sequence[str] = LAYOUTS) -> list[dict[str, Any]]:
@@ -167,14 +184,14 @@ def tasks(layouts: Sequence[str] = LAYOUTS) -> list[dict[str, Any]]:
     def variants(phase: int, layout: str, dtype: str) -> list[dict[str, Any]]:
         out = []
         for shape in SHAPES:
-            for config in B0_VARIANTS:
-                if {k: base[k] for k in config} != config:
-                    out.append({"phase": phase, "shape": shape, "layout": layout, "dtype": dtype, "layer": "B0",
+            for layer, configs in (("B0", B0_VARIANTS), ("S0", S0_VARIANTS)):
+                for config in configs:
+                    if {k: base[k] for k in config} == config:
+                        continue  # the defaults
+                    if "hints" in config and not hints_matter(shape, layout):
+                        continue  # the same kernels as the defaults
+                    out.append({"phase": phase, "shape": shape, "layout": layout, "dtype": dtype, "layer": layer,
                                 "strategy": "persistent", "config": config})  # fmt: skip
-            for tile in S0_VARIANTS:
-                if tile != base["tile"]:
-                    out.append({"phase": phase, "shape": shape, "layout": layout, "dtype": dtype, "layer": "S0",
-                                "strategy": "persistent", "config": {"tile": tile}})  # fmt: skip
         return out
 
     out: list[dict[str, Any]] = []

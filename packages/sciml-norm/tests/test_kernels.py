@@ -344,8 +344,14 @@ def test_precompilation_covers_every_step_of_the_gpu_benchmarks(monkeypatch):
     assert len(bf16) == len([t for t in sweep.tasks() if t["phase"] < 3 and t["layout"] == "nchw"])
     last = [t for t in sweep.tasks() if t["phase"] == 4]
     assert {t["layout"] for t in last} == {"channels_last"}
-    assert len(last) == len(variants)
+    assert len(last) == len([t for t in variants if "hints" not in t["config"]])
     assert any(t["config"].get("stages", 1) > 1 for t in variants)  # the pipelined variants are measured
+    # the row-alignment hints off: only where they change the kernels (NCHW at 14x14), for both layers and dtypes
+    unhinted = [t for t in sweep.tasks() if "hints" in t["config"]]
+    assert {(tuple(t["shape"]), t["layout"]) for t in unhinted} == {((64, 1024, 14, 14), "nchw")}
+    assert sorted((t["layer"], t["dtype"]) for t in unhinted) == sorted(
+        itertools.product(("B0", "S0"), ("float32", "bfloat16"))
+    )
 
 
 def test_gpu_results_summary_checks_the_target_on_every_row(tmp_path, monkeypatch, capsys):
@@ -564,6 +570,41 @@ def test_b0_persistent_kernels_take_64_bit_offsets_only_where_32_bits_overflow(m
     assert not fused._wide_offsets((4, 3, 5), (1, 1, 1), 20, (0, 0, 0))
 
 
+def test_row_alignment_hints_divide_hw_and_every_row_stride(monkeypatch):
+    # ALIGN, the persistent kernels' hint to Triton: a power of two up to 16 that divides H*W and the sample and
+    # channel strides of every tensor a launch indexes (zero strides do not count); 1 means no hint
+    def align(x):
+        plan = fused._plan(x)
+        return fused._b0_persistent(plan).align, fused._s0_persistent(plan, 2).align
+
+    assert align(torch.empty(2, 8, 14, 14)) == (4, 4)  # ResNet-50's 14x14 stage: rows of 196 = 4 x 49 elements
+    assert align(torch.empty(2, 8, 28, 28)) == (16, 16)
+    assert align(torch.empty(2, 8, 7, 7)) == (1, 1)
+    assert align(torch.empty(2, 8, 14, 14).contiguous(memory_format=torch.channels_last)) == (1, 1)
+    assert align(torch.empty(2, 16, 2, 6)[:, ::2]) == (4, 4)  # every other channel: strides 24 and 192, H*W = 12
+    # every other channel of 3x5 maps: strides 30 and 240 are even but H*W = 15 is odd, so no hint (the kernels
+    # round H*W down to a multiple of ALIGN to tell Triton about it: only exact when ALIGN divides it)
+    assert align(torch.empty(2, 16, 3, 5)[:, ::2]) == (1, 1)
+    assert fused._stride_align(15, (240, 30, 1)) == 1  # (the outputs' dense strides alone would give this too)
+    assert fused._stride_align(16, (0, 0, 0)) == 16  # zero strides constrain nothing
+    pp = fused._b0_persistent(fused._plan(torch.empty(2, 8, 14, 14)))
+    assert fused._grad_align(pp, (8 * 196, 196, 1)) == 4  # a cotangent laid out like x
+    assert fused._grad_align(pp, (0, 0, 0)) == 4  # an expanded one
+    assert fused._grad_align(pp, (16 * 98, 98, 1)) == 2
+    assert fused._grad_align(pp, (8 * 196, 1, 8)) == 1  # channels-last
+    monkeypatch.setattr(fused, "_STRIDE_HINTS", False)
+    assert fused._grad_align(pp, (0, 0, 0)) == 1
+
+
+@pytest.mark.slow
+def test_row_alignment_hints_give_vector_loads_at_14x14():
+    # shared/triton_compile_check.py --row-vectors: the persistent kernels compiled for sm_90 (stand-in driver) at
+    # 64x1024x14x14 NCHW read rows in vectors (4 float32, or 4 bfloat16) with the hints, and issue fewer global
+    # memory instructions than without them; turning the hints off in the kernels' launches fails it
+    out = run_script("shared/triton_compile_check.py", "--row-vectors")
+    assert out.count("ok ") == 8, out
+
+
 def test_auto_strategy_takes_persistent_kernels_where_launches_dominate(monkeypatch):
     # "auto": one launch per pass for the host-bound sizes (ResNet-50's 28x28, 14x14 and 7x7 stages at batch 64),
     # the split passes where the GPU's memory traffic dominates (56x56) or where the persistent grid would be too
@@ -753,6 +794,31 @@ def test_interpreter_b0_pass_order_and_pipelining_change_no_bit(monkeypatch, cha
 
 @pytest.mark.interpret
 @needs_interpreter
+def test_interpreter_row_alignment_hints(monkeypatch):
+    # the persistent kernels with ALIGN 4 (H*W = 12, and every other channel of such maps), 2 (H*W = 6) and 1
+    # (every other channel of 3x5 maps: even strides, odd H*W), against the same steps in PyTorch operations; the
+    # hints tell the compiler about alignment and change no bit (the interpreter does run the rounding of H*W
+    # they imply, which would be wrong for a misjudged ALIGN)
+    monkeypatch.setattr(fused, "STRATEGY", "persistent")
+    inputs = []
+    for shape, aligned in (((3, 12, 2, 6), 4), ((3, 24, 2, 6), 4), ((3, 12, 2, 3), 2), ((3, 24, 3, 5), 1)):
+        x, cot, w, b, v, rv = make(shape)
+        if shape[1] == 24:  # a view of every other channel (and a cotangent laid out the same way)
+            x, cot, w, b, v, rv = x[:, ::2], cot[:, ::2], w[:12], b[:12], v[:12], rv[:12]
+        assert fused._b0_persistent(fused._plan(x)).align == aligned
+        assert_steps_match_torch(x, cot, w, b, v, rv, backward_rtol=1e-10, mixed_tol=1e-6)
+        inputs.append((x.float(), cot.float(), w, b, v, rv))
+    runs = []
+    for hints in (True, False):
+        monkeypatch.setattr(fused, "_STRIDE_HINTS", hints)
+        runs.append([(s0_run("triton", 2, *a[:5]), b0_run("triton", True, *a)) for a in inputs])
+    for got, want in zip(*runs, strict=True):
+        for a, e in zip(itertools.chain(*got), itertools.chain(*want), strict=True):
+            assert torch.equal(a, e)
+
+
+@pytest.mark.interpret
+@needs_interpreter
 def test_interpreter_strided_inputs(strategy):
     x, cot, w, b, v, rv = make((2, 6, 4, 5))
     # H and W swapped in memory: they do not flatten, the kernels read a copy
@@ -907,6 +973,35 @@ def test_cuda_b0_pipelined_matches_eager(monkeypatch, training, shape, dtype):
     got = b0_run("triton", training, *args)
     tol = 1e-5 if dtype == F32 else 1e-2
     assert_matches(got, reference64(lambda backend, *a: b0_run(backend, training, *a), *args), tol)
+
+
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.parametrize("dtype", [F32, torch.bfloat16])
+@pytest.mark.parametrize("case", ["nchw", "misaligned", "channel-view", "pipelined"])
+def test_cuda_row_alignment_hints_match_eager(monkeypatch, dtype, case):
+    # the persistent kernels at 14x14 NCHW, where the row-alignment hints give vector loads (ALIGN 4): plain; with
+    # x at an odd element offset (Triton then does not vectorize the loads of x: its base address is not aligned);
+    # a view of every other channel of odd 3x5 maps (no hint); B0 with pipelined loops (bfloat16 rows are then
+    # copied 8 bytes at a time)
+    monkeypatch.setattr(fused, "STRATEGY", "persistent")
+    shape = (8, 64, 14, 14)
+    args = make(shape, dtype=dtype, device="cuda")
+    if case == "misaligned":
+        buffer = torch.empty(args[0].numel() + 1, dtype=dtype, device="cuda")
+        args[0] = buffer[1:].view(shape).copy_(args[0])
+    elif case == "channel-view":
+        args = make((8, 128, 3, 5), dtype=dtype, device="cuda")
+        args = [args[0][:, ::2], args[1][:, ::2], *(t[:64] for t in args[2:])]
+    elif case == "pipelined":
+        monkeypatch.setattr(fused, "_PERSISTENT_STAGES", 3)
+    tol = 1e-5 if dtype == F32 else 1e-2
+    expect = {"nchw": 4, "misaligned": 4, "channel-view": 1, "pipelined": 4}[case]
+    assert fused._b0_persistent(fused._plan(args[0])).align == expect
+    got = b0_run("triton", True, *args)
+    assert_matches(got, reference64(lambda backend, *a: b0_run(backend, True, *a), *args), tol)
+    got = s0_run("triton", 8, *args[:5])
+    assert_matches(got, reference64(lambda backend, *a: s0_run(backend, 8, *a), *args[:5]), tol)
 
 
 @pytest.mark.gpu

@@ -84,7 +84,10 @@ the last term only in training (in evaluation :math:`\ell_c` comes from the runn
 
 Layouts: any :math:`x` whose :math:`H, W` axes flatten to one strided axis (NCHW-contiguous, channels-last, or
 expanded gradients) is read in place through its strides; anything else is copied once. Outputs are channels-last
-when :math:`x` is, else contiguous. Launch layouts (strides, blocks, grids) are cached per shape and strides.
+when :math:`x` is, else contiguous. Launch layouts (strides, blocks, grids) are cached per shape and strides. The
+persistent kernels also tell Triton how far their rows are aligned (``ALIGN``, from :func:`_stride_align`), which
+its own specialization (multiples of 16) misses for NCHW rows of 196 elements: with it, ResNet-50's 14x14 stage is
+read in vectors.
 
 The operators ``sciml_norm::evonorm_s0_fwd``/``_bwd`` and ``sciml_norm::evonorm_b0_fwd``/``_bwd`` take a
 ``backend`` argument: ``"triton"`` launches the kernels (CUDA tensors, or CPU tensors under ``TRITON_INTERPRET=1``),
@@ -96,6 +99,7 @@ dispatcher (a plain ``autograd.Function``); code under ``torch.compile`` calls t
 from __future__ import annotations
 
 import functools
+import math
 import struct
 from typing import Any, NamedTuple, cast
 
@@ -132,6 +136,10 @@ _PERSISTENT_REVERSE = True
 # B0: pipeline stages of the persistent kernels' loops (1: not pipelined; 2-3: asynchronous copies keep tiles in
 # flight through shared memory; the same bits either way; the launch-constant sweep measures both)
 _PERSISTENT_STAGES = 1
+# The persistent kernels tell Triton how far their per-(n, c) row offsets are aligned (_stride_align), so that rows
+# whose stride is a multiple of 4 but not of 16 elements (NCHW at 14x14: 196) are still read in vectors; False turns
+# the hints off (the sweep measures both)
+_STRIDE_HINTS = True
 
 
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -784,9 +792,12 @@ def _kernels() -> dict[str, Any]:
         eps_hi,
         eps_lo,
         F64: tl.constexpr,
+        ALIGN: tl.constexpr,
         BLOCK_K: tl.constexpr,
         BLOCK_HW: tl.constexpr,
     ):
+        if ALIGN > 1:  # HW is a multiple of ALIGN too (_stride_align): masks keep whole vectors
+            HW = (HW // ALIGN) * ALIGN
         # one program per (n, g): the group's statistics (per-channel shifted sums, merged over blocks of channels
         # by Chan's formula), then the output of the same C/G x HW elements (read again, mostly from L2).
         # stats_ptr: the (N, G) means, then the (N, G) inverse standard deviations
@@ -806,10 +817,13 @@ def _kernels() -> dict[str, Any]:
             shift = tl.load(x_row + chans * sxc, mask=k_ok, other=0.0).to(acc)
             s1 = tl.zeros([BLOCK_K], acc)
             s2 = tl.zeros([BLOCK_K], acc)
+            xo = n * sxn + chans[:, None] * sxc
+            if ALIGN > 1:  # (see _stride_align)
+                xo = tl.multiple_of(xo, [ALIGN, ALIGN])
             for start in range(0, HW, BLOCK_HW):
                 hw = start + hw0
                 mask = k_ok[:, None] & (hw < HW)[None, :]
-                xv = tl.load(x_row + chans[:, None] * sxc + hw[None, :] * sxhw, mask=mask, other=0.0).to(acc)
+                xv = tl.load(x_ptr + xo + hw[None, :] * sxhw, mask=mask, other=0.0).to(acc)
                 dev = tl.where(mask, xv - shift[:, None], 0.0)
                 s1 += tl.sum(dev, axis=1)
                 s2 += tl.sum(dev * dev, axis=1)
@@ -831,20 +845,23 @@ def _kernels() -> dict[str, Any]:
             rstd = 1.0 / tl.sqrt_rn(var + eps_hi + eps_lo)
         tl.store(stats_ptr + pid, gmean)
         tl.store(stats_ptr + tl.num_programs(0) + pid, rstd)
-        y_row = y_ptr + n * syn
         for kstart in range(0, CPG, BLOCK_K):
             k_ok = kstart + k0 < CPG
             chans = first + kstart + k0
             scale = tl.load(w_ptr + chans, mask=k_ok, other=0.0).to(acc) * rstd
             b = tl.load(b_ptr + chans, mask=k_ok, other=0.0).to(acc)
             v = tl.load(v_ptr + chans, mask=k_ok, other=0.0).to(acc)
+            xo = n * sxn + chans[:, None] * sxc
+            yo = n * syn + chans[:, None] * syc
+            if ALIGN > 1:
+                xo = tl.multiple_of(xo, [ALIGN, ALIGN])
+                yo = tl.multiple_of(yo, [ALIGN, ALIGN])
             for start in range(0, HW, BLOCK_HW):
                 hw = start + hw0
                 mask = k_ok[:, None] & (hw < HW)[None, :]
-                xv = tl.load(x_row + chans[:, None] * sxc + hw[None, :] * sxhw, mask=mask, other=0.0).to(acc)
+                xv = tl.load(x_ptr + xo + hw[None, :] * sxhw, mask=mask, other=0.0).to(acc)
                 y = xv * 1.0 / (1.0 + tl.exp(-v[:, None] * xv)) * scale[:, None] + b[:, None]
-                out = y_row + chans[:, None] * syc + hw[None, :] * syhw
-                tl.store(out, y.to(y_ptr.dtype.element_ty), mask=mask)
+                tl.store(y_ptr + yo + hw[None, :] * syhw, y.to(y_ptr.dtype.element_ty), mask=mask)
 
     @triton.jit
     def s0_persistent_backward_kernel(
@@ -872,9 +889,12 @@ def _kernels() -> dict[str, Any]:
         sdn,
         sdc,
         sdhw,
+        ALIGN: tl.constexpr,
         BLOCK_K: tl.constexpr,
         BLOCK_HW: tl.constexpr,
     ):
+        if ALIGN > 1:  # HW is a multiple of ALIGN too (_stride_align): masks keep whole vectors
+            HW = (HW // ALIGN) * ALIGN
         # one program per (n, g): the per-channel partials of the parameter gradients (summed over n afterwards)
         # and the group's coefficient, kept in registers for the second pass that writes dx
         pid = tl.program_id(0)
@@ -885,8 +905,6 @@ def _kernels() -> dict[str, Any]:
         acc = rstd_ptr.dtype.element_ty
         rstd = tl.load(rstd_ptr + rstd_offset + pid)
         mean = tl.load(mean_ptr + mean_offset + pid)
-        g_row = g_ptr + n * sgn
-        x_row = x_ptr + n * sxn
         total = tl.sum(tl.zeros([BLOCK_K], acc), axis=0)  # sum over the group of w sum(g a)
         for kstart in range(0, CPG, BLOCK_K):
             k_ok = kstart + k0 < CPG
@@ -896,11 +914,16 @@ def _kernels() -> dict[str, Any]:
             sum_ga = tl.zeros([BLOCK_K], acc)
             sum_g = tl.zeros([BLOCK_K], acc)
             sum_gvs = tl.zeros([BLOCK_K], acc)
+            go = n * sgn + chans[:, None] * sgc
+            xo = n * sxn + chans[:, None] * sxc
+            if ALIGN > 1:
+                go = tl.multiple_of(go, [ALIGN, ALIGN])
+                xo = tl.multiple_of(xo, [ALIGN, ALIGN])
             for start in range(0, HW, BLOCK_HW):
                 hw = start + hw0
                 mask = k_ok[:, None] & (hw < HW)[None, :]
-                g = tl.load(g_row + chans[:, None] * sgc + hw[None, :] * sghw, mask=mask, other=0.0).to(acc)
-                x = tl.load(x_row + chans[:, None] * sxc + hw[None, :] * sxhw, mask=mask, other=0.0).to(acc)
+                g = tl.load(g_ptr + go + hw[None, :] * sghw, mask=mask, other=0.0).to(acc)
+                x = tl.load(x_ptr + xo + hw[None, :] * sxhw, mask=mask, other=0.0).to(acc)
                 s = 1.0 / (1.0 + tl.exp(-v[:, None] * x))
                 gx = g * x
                 sum_ga += tl.sum(gx * s, axis=1)
@@ -912,22 +935,27 @@ def _kernels() -> dict[str, Any]:
             tl.store(out + 2 * NC, w * sum_gvs * rstd, mask=k_ok)
             total += tl.sum(sum_ga * w, axis=0)
         coef = -total * (rstd * rstd * rstd) / (CPG * HW)  # pyright: ignore[reportOperatorIssue]
-        dx_row = dx_ptr + n * sdn
         for kstart in range(0, CPG, BLOCK_K):
             k_ok = kstart + k0 < CPG
             chans = first + kstart + k0
             scale = tl.load(w_ptr + chans, mask=k_ok, other=0.0).to(acc) * rstd
             v = tl.load(v_ptr + chans, mask=k_ok, other=0.0).to(acc)
+            go = n * sgn + chans[:, None] * sgc
+            xo = n * sxn + chans[:, None] * sxc
+            do = n * sdn + chans[:, None] * sdc
+            if ALIGN > 1:
+                go = tl.multiple_of(go, [ALIGN, ALIGN])
+                xo = tl.multiple_of(xo, [ALIGN, ALIGN])
+                do = tl.multiple_of(do, [ALIGN, ALIGN])
             for start in range(0, HW, BLOCK_HW):
                 hw = start + hw0
                 mask = k_ok[:, None] & (hw < HW)[None, :]
-                g = tl.load(g_row + chans[:, None] * sgc + hw[None, :] * sghw, mask=mask, other=0.0).to(acc)
-                x = tl.load(x_row + chans[:, None] * sxc + hw[None, :] * sxhw, mask=mask, other=0.0).to(acc)
+                g = tl.load(g_ptr + go + hw[None, :] * sghw, mask=mask, other=0.0).to(acc)
+                x = tl.load(x_ptr + xo + hw[None, :] * sxhw, mask=mask, other=0.0).to(acc)
                 vx = v[:, None] * x
                 s = 1.0 / (1.0 + tl.exp(-vx))
                 dx = g * scale[:, None] * (s + vx * s * (1.0 - s)) + coef * (x - mean)
-                out = dx_row + chans[:, None] * sdc + hw[None, :] * sdhw
-                tl.store(out, dx.to(dx_ptr.dtype.element_ty), mask=mask)
+                tl.store(dx_ptr + do + hw[None, :] * sdhw, dx.to(dx_ptr.dtype.element_ty), mask=mask)
 
     @triton.jit
     def b0_persistent_forward_kernel(
@@ -958,12 +986,15 @@ def _kernels() -> dict[str, Any]:
         UPDATE_F64: tl.constexpr,
         F64: tl.constexpr,
         WIDE: tl.constexpr,
+        ALIGN: tl.constexpr,
         REVERSE: tl.constexpr,
         STAGES: tl.constexpr,
         BLOCK_N: tl.constexpr,
         BLOCK_C: tl.constexpr,
         BLOCK_HW: tl.constexpr,
     ):
+        if ALIGN > 1:  # HW is a multiple of ALIGN too (_stride_align): masks keep whole vectors
+            HW = (HW // ALIGN) * ALIGN
         # one program per block of channels owns the whole batch: pass 1 walks (n, hw) in BLOCK_N x BLOCK_C x
         # BLOCK_HW tiles for the instance statistics (written out) and merges them into the batch statistics
         # (Chan's formula over blocks of samples); pass 2 reads the instance std back and writes y. stats_ptr
@@ -988,7 +1019,10 @@ def _kernels() -> dict[str, Any]:
             if WIDE:
                 rows = rows.to(tl.int64)
             ok = (rows < N)[:, None] & c_ok[None, :]
-            base = x_ptr + rows[:, None] * sxn + cols[None, :] * sxc
+            xo = rows[:, None] * sxn + cols[None, :] * sxc
+            if ALIGN > 1:  # (see _stride_align)
+                xo = tl.multiple_of(xo, [ALIGN, ALIGN])
+            base = x_ptr + xo
             shift = tl.load(base, mask=ok, other=0.0).to(acc)
             s1 = tl.zeros([BLOCK_N, BLOCK_C], acc)
             s2 = tl.zeros([BLOCK_N, BLOCK_C], acc)
@@ -1052,8 +1086,13 @@ def _kernels() -> dict[str, Any]:
                 rows = rows.to(tl.int64)
             ok = (rows < N)[:, None] & c_ok[None, :]
             istd = tl.load(istd_ptr + rows[:, None] * C + cols[None, :], mask=ok, other=1.0)
-            base = x_ptr + rows[:, None] * sxn + cols[None, :] * sxc
-            y_base = y_ptr + rows[:, None] * syn + cols[None, :] * syc
+            xo = rows[:, None] * sxn + cols[None, :] * sxc
+            yo = rows[:, None] * syn + cols[None, :] * syc
+            if ALIGN > 1:
+                xo = tl.multiple_of(xo, [ALIGN, ALIGN])
+                yo = tl.multiple_of(yo, [ALIGN, ALIGN])
+            base = x_ptr + xo
+            y_base = y_ptr + yo
             for start in range(0, HW, BLOCK_HW):
                 hw = start + hw0
                 mask = ok[:, :, None] & (hw < HW)[None, None, :]
@@ -1093,12 +1132,15 @@ def _kernels() -> dict[str, Any]:
         sdhw,
         TRAINING: tl.constexpr,
         WIDE: tl.constexpr,
+        ALIGN: tl.constexpr,
         REVERSE: tl.constexpr,
         STAGES: tl.constexpr,
         BLOCK_N: tl.constexpr,
         BLOCK_C: tl.constexpr,
         BLOCK_HW: tl.constexpr,
     ):
+        if ALIGN > 1:  # HW is a multiple of ALIGN too (_stride_align): masks keep whole vectors
+            HW = (HW // ALIGN) * ALIGN
         # one program per block of channels: pass 1 reduces the per-(n, c) sums, keeps their sums over n (the
         # parameter gradients and the batch coefficient) in registers and writes sum(t gamma) per (n, c); pass 2
         # reads that back and writes dx. The statistics may live in one buffer (the forward's), at the offsets
@@ -1126,8 +1168,13 @@ def _kernels() -> dict[str, Any]:
             ok = (rows < N)[:, None] & c_ok[None, :]
             index = rows[:, None] * C + cols[None, :]
             istd = tl.load(istd_ptr + index, mask=ok, other=1.0)
-            g_base = g_ptr + rows[:, None] * sgn + cols[None, :] * sgc
-            x_base = x_ptr + rows[:, None] * sxn + cols[None, :] * sxc
+            go = rows[:, None] * sgn + cols[None, :] * sgc
+            xo = rows[:, None] * sxn + cols[None, :] * sxc
+            if ALIGN > 1:  # (see _stride_align)
+                go = tl.multiple_of(go, [ALIGN, ALIGN])
+                xo = tl.multiple_of(xo, [ALIGN, ALIGN])
+            g_base = g_ptr + go
+            x_base = x_ptr + xo
             tg = tl.zeros([BLOCK_N, BLOCK_C], acc)
             for start in range(0, HW, BLOCK_HW):
                 hw = start + hw0
@@ -1165,9 +1212,16 @@ def _kernels() -> dict[str, Any]:
             istd = tl.load(istd_ptr + index, mask=ok, other=1.0)
             imean = tl.load(imean_ptr + index, mask=ok, other=0.0)
             icoef = tl.load(tg_ptr + index, mask=ok, other=0.0) / (HW * istd)  # d istd = sum t gamma
-            g_base = g_ptr + rows[:, None] * sgn + cols[None, :] * sgc
-            x_base = x_ptr + rows[:, None] * sxn + cols[None, :] * sxc
-            dx_base = dx_ptr + rows[:, None] * sdn + cols[None, :] * sdc
+            go = rows[:, None] * sgn + cols[None, :] * sgc
+            xo = rows[:, None] * sxn + cols[None, :] * sxc
+            do = rows[:, None] * sdn + cols[None, :] * sdc
+            if ALIGN > 1:
+                go = tl.multiple_of(go, [ALIGN, ALIGN])
+                xo = tl.multiple_of(xo, [ALIGN, ALIGN])
+                do = tl.multiple_of(do, [ALIGN, ALIGN])
+            g_base = g_ptr + go
+            x_base = x_ptr + xo
+            dx_base = dx_ptr + do
             for start in range(0, HW, BLOCK_HW):
                 hw = start + hw0
                 mask = ok[:, :, None] & (hw < HW)[None, None, :]
@@ -1327,7 +1381,8 @@ class _PersistentPlan(NamedTuple):
     grid: tuple[int]
     options: dict[str, Any]
     wide: bool = False  # B0: 64-bit offsets for the input and output layouts (see _wide_offsets)
-    checked: tuple[tuple[int, ...], ...] = ()  # B0: the (n, c, hw) strides `wide` covers
+    checked: tuple[tuple[int, ...], ...] = ()  # the (n, c, hw) strides `wide` and `align` cover
+    align: int = 1  # _stride_align of those strides
 
 
 def _prev_pow2(n: int) -> int:
@@ -1351,15 +1406,18 @@ def _use_persistent(strategy: str, numel: int, programs: int) -> bool:
 
 @functools.lru_cache(maxsize=512)
 def _s0_persistent_plan(
-    plan: tuple[int, int, int, int], groups: int, cuda: bool, strategy: str, limits: tuple[int, ...]
+    plan: tuple[int, ...], groups: int, cuda: bool, strategy: str, limits: tuple[int, ...]
 ) -> _PersistentPlan:
     del limits  # part of the key only (tests and sweeps change the module constants)
-    n, c, hw, channel_stride = plan
+    n, c, hw = plan[:3]
     per_group = c // groups
-    block_k, block_hw = _blocks(per_group, hw, channel_stride, cuda)
+    block_k, block_hw = _blocks(per_group, hw, plan[4], cuda)
     use = _use_persistent(strategy, n * c * hw, n * groups)
     options: dict[str, Any] = {"enable_fp_fusion": True} if cuda else {}
-    return _PersistentPlan(use, 1, block_k, block_hw, (n * groups,), options)
+    strides = (plan[3:6], plan[6:9])  # x, then y / dx
+    return _PersistentPlan(
+        use, 1, block_k, block_hw, (n * groups,), options, False, strides, _stride_align(hw, *strides)
+    )
 
 
 @functools.lru_cache(maxsize=512)
@@ -1375,7 +1433,42 @@ def _b0_persistent_plan(plan: tuple[int, ...], cuda: bool, strategy: str, limits
     options: dict[str, Any] = {"enable_fp_fusion": True, "num_warps": _PERSISTENT_WARPS} if cuda else {}
     strides = (plan[3:6], plan[6:9])  # x, then y / dx (the layout the kernels write)
     wide = _wide_offsets((n, c, hw), (block_n, block_c, block_hw), _INT32_OFFSETS, *strides)
-    return _PersistentPlan(use, block_n, block_c, block_hw, (programs,), options, wide, strides)
+    return _PersistentPlan(
+        use, block_n, block_c, block_hw, (programs,), options, wide, strides, _stride_align(hw, *strides)
+    )
+
+
+@functools.lru_cache(maxsize=512)
+def _stride_align(hw: int, *strides: tuple[int, ...]) -> int:
+    """The largest power of two, at most 16, dividing ``hw`` and the sample and channel strides given (elements).
+
+    ``strides`` are (n, c, hw) stride triples; zero strides (expanded tensors) do not count.
+
+    The persistent kernels assert this to Triton: their per-(n, c) row offsets are multiples of it
+    (``tl.multiple_of``), and so is ``HW``, so that the masks of the last lanes of a row cover whole vectors.
+    Triton's own specialization only tells whether an integer argument is a multiple of 16, so without the hints
+    an NCHW input at 14x14 (channel stride 196 = 4 x 49) is read one element at a time; with them, in vectors of 4
+    elements (16 bytes in float32, 8 in bfloat16) wherever the base address is aligned too (Triton checks that
+    itself). A result of 1 (a unit stride, as in channels-last, or an odd one, as at 7x7) adds no hint.
+
+    Example:
+        >>> _stride_align(196, (1024 * 196, 196, 1), (0, 0, 0)), _stride_align(784, (512 * 784, 784, 1))
+        (4, 16)
+        >>> _stride_align(49, (2048 * 49, 49, 1)), _stride_align(196, (98 * 196, 1, 98)), _stride_align(4, (8, 8, 1))
+        (1, 1, 4)
+    """
+    align = math.gcd(16, hw)
+    for stride in strides:
+        for step in stride[:2]:
+            align = math.gcd(align, step)  # gcd(a, 0) = a: a zero stride adds nothing
+    return align
+
+
+def _grad_align(pp: _PersistentPlan, strides: tuple[int, int, int]) -> int:
+    """The ``ALIGN`` of a backward launch: the plan's, lowered for a cotangent whose strides differ (1: no hints)."""
+    if not _STRIDE_HINTS:
+        return 1
+    return pp.align if strides in pp.checked else _stride_align(pp.align, strides)
 
 
 def _limits() -> tuple[int, ...]:
@@ -1414,7 +1507,8 @@ def _grad_needs_wide(plan: _Plan, pp: _PersistentPlan, strides: tuple[int, int, 
 
 
 def _s0_persistent(plan: _Plan, groups: int) -> _PersistentPlan:
-    return _s0_persistent_plan((plan.n, plan.c, plan.hw, plan.sxc), groups, plan.cuda, _strategy(), _limits())
+    key = (plan.n, plan.c, plan.hw, plan.sxn, plan.sxc, plan.sxhw, plan.syn, plan.syc, plan.syhw)
+    return _s0_persistent_plan(key, groups, plan.cuda, _strategy(), _limits())
 
 
 def _b0_persistent(plan: _Plan) -> _PersistentPlan:
@@ -1629,6 +1723,7 @@ def _s0_forward_persistent_packed(
         eps_hi,
         eps_lo,
         F64=work == torch.float64,
+        ALIGN=pp.align if _STRIDE_HINTS else 1,
         BLOCK_K=pp.block_c,
         BLOCK_HW=pp.block_hw,
         **pp.options,
@@ -1682,6 +1777,7 @@ def _s0_backward_persistent(
         plan.syn,
         plan.syc,
         plan.syhw,
+        ALIGN=_grad_align(pp, grad_strides),
         BLOCK_K=pp.block_c,
         BLOCK_HW=pp.block_hw,
         **pp.options,
@@ -2056,6 +2152,7 @@ def _b0_forward_persistent_packed(
         UPDATE_F64=work == torch.float64 or running_var.dtype == torch.float64,
         F64=work == torch.float64,
         WIDE=pp.wide,
+        ALIGN=pp.align if _STRIDE_HINTS else 1,
         REVERSE=_PERSISTENT_REVERSE,
         STAGES=_PERSISTENT_STAGES,
         BLOCK_N=pp.block_n,
@@ -2125,6 +2222,7 @@ def _b0_backward_persistent(
         plan.syhw,
         TRAINING=training,
         WIDE=pp.wide or (grad_strides not in pp.checked and _grad_needs_wide(plan, pp, grad_strides)),
+        ALIGN=_grad_align(pp, grad_strides),
         REVERSE=_PERSISTENT_REVERSE,
         STAGES=_PERSISTENT_STAGES,
         BLOCK_N=pp.block_n,
