@@ -977,13 +977,17 @@ def test_cuda_b0_pipelined_matches_eager(monkeypatch, training, shape, dtype):
 
 @pytest.mark.gpu
 @needs_cuda
-@pytest.mark.parametrize("dtype", [F32, torch.bfloat16])
-@pytest.mark.parametrize("case", ["nchw", "misaligned", "channel-view", "pipelined"])
-def test_cuda_row_alignment_hints_match_eager(monkeypatch, dtype, case):
+@pytest.mark.parametrize(
+    ("case", "dtype"),
+    [("nchw", F32), ("nchw", torch.bfloat16), ("misaligned", F32), ("channel-view", torch.bfloat16),
+     ("pipelined", torch.bfloat16)],
+)  # fmt: skip
+def test_cuda_row_alignment_hints_match_eager(monkeypatch, case, dtype):
     # the persistent kernels at 14x14 NCHW, where the row-alignment hints give vector loads (ALIGN 4): plain; with
     # x at an odd element offset (Triton then does not vectorize the loads of x: its base address is not aligned);
     # a view of every other channel of odd 3x5 maps (no hint); B0 with pipelined loops (bfloat16 rows are then
-    # copied 8 bytes at a time)
+    # copied 8 bytes at a time). S0 too where its kernels differ from the other tests'. Few cases: each compiles
+    # its own kernels within the GPU run's time
     monkeypatch.setattr(fused, "STRATEGY", "persistent")
     shape = (8, 64, 14, 14)
     args = make(shape, dtype=dtype, device="cuda")
@@ -996,12 +1000,12 @@ def test_cuda_row_alignment_hints_match_eager(monkeypatch, dtype, case):
     elif case == "pipelined":
         monkeypatch.setattr(fused, "_PERSISTENT_STAGES", 3)
     tol = 1e-5 if dtype == F32 else 1e-2
-    expect = {"nchw": 4, "misaligned": 4, "channel-view": 1, "pipelined": 4}[case]
-    assert fused._b0_persistent(fused._plan(args[0])).align == expect
+    assert fused._b0_persistent(fused._plan(args[0])).align == (1 if case == "channel-view" else 4)
     got = b0_run("triton", True, *args)
     assert_matches(got, reference64(lambda backend, *a: b0_run(backend, True, *a), *args), tol)
-    got = s0_run("triton", 8, *args[:5])
-    assert_matches(got, reference64(lambda backend, *a: s0_run(backend, 8, *a), *args[:5]), tol)
+    if case in ("nchw", "misaligned"):
+        got = s0_run("triton", 8, *args[:5])
+        assert_matches(got, reference64(lambda backend, *a: s0_run(backend, 8, *a), *args[:5]), tol)
 
 
 @pytest.mark.gpu
