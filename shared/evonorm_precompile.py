@@ -84,7 +84,15 @@ def _cuda_plan(x: torch.Tensor) -> Any:
     )
 
 
-def prepare(arch: int, launches: list[tuple[Any, ...]] | None = None) -> None:
+class LaunchNames(list[Any]):
+    """A launch log that keeps only each launch's kernel name, not its arguments (the tensors of every step of the
+    benchmarks, held to the end, would need about 25 GB)."""
+
+    def append(self, call: Any) -> None:
+        super().append(call[0])
+
+
+def prepare(arch: int, launches: list[Any] | None = None) -> None:
     """Stand-in driver (compile-only without ``launches``), CUDA plans for CPU tensors, Triton for them.
 
     The public functions are called as the benchmarks call them; only their backend resolution, which refuses
@@ -244,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(todo)} training steps compiled for sm_{args.arch} with {args.jobs} processes in "
           f"{time.perf_counter() - begin:.1f} s: {added} new cache entries; {len(failures)} failed")  # fmt: skip
     if args.verify and not failures:
-        launches: list[tuple[Any, ...]] = []
+        launches = LaunchNames()
         prepare(args.arch, launches)
         before = cache_entries()
         for task in todo:

@@ -18,7 +18,7 @@ GPU tests. Exit status 1 when any compilation fails.
 (64x1024x14x14, float32 and bfloat16) with the row-alignment hints (``_STRIDE_HINTS``) on and off, and counts the
 global loads and stores in their PTX by width. Exit status 1 unless, with the hints, every kernel reads in vectors
 (``ld.global.v4.b32`` in float32, ``ld.global.v2.b32`` in bfloat16) and issues fewer global memory instructions
-than without them.
+than without them, and unless blocks of one channel compile with the hints too.
 """
 
 from __future__ import annotations
@@ -233,6 +233,25 @@ def row_vectors(arch: int) -> int:
             print(f"{'ok' if ok else 'FAILED'} {name} {dtype} {'x'.join(map(str, shape))} NCHW: global memory "
                   f"instructions {sum(on.values())} with the hints, {sum(off.values())} without; with: "
                   f"{dict(sorted(on.items()))}; without: {dict(sorted(off.items()))}")  # fmt: skip
+    # blocks of one channel (B0 with 1024 programs of 1024 elements; S0 with 256-element group tiles), with the
+    # hints: tl.multiple_of on such offsets crashed Triton 3.9's coalescing pass, rounding the strides does not
+    kern._STRIDE_HINTS = True
+    kern._PERSISTENT_TILE["cuda"], kern._PERSISTENT_PROGRAMS, kern._PERSISTENT_WARPS = 1024, 1024, 4
+    kern._TILE["cuda"] = 256
+    c = shape[1]
+    for dtype in (torch.float32, torch.bfloat16):
+        try:
+            x = torch.randn(shape).to(dtype)
+            assert kern._b0_persistent(kern._plan(x)).block_c == kern._s0_persistent(kern._plan(x), 32).block_c == 1
+            w, b, v = (torch.full((c,), f) for f in (1.0, 0.1, 1.0))
+            _, mean, rstd = kern.s0_forward(x, w, b, v, 32, 1e-5, backend="triton")
+            kern.s0_backward(x, x, w, v, mean, rstd, 32, backend="triton")
+            _, im, istd, bm, left, _ = kern.b0_forward(x, w, b, v, torch.ones(c), True, 1e-3, "triton", momentum=0.1)
+            kern.b0_backward(x, x, w, v, im, istd, bm, left, True, backend="triton")
+            print(f"ok one-channel blocks {dtype} {'x'.join(map(str, shape))} NCHW compile with the hints")
+        except Exception:
+            failures += 1
+            print(f"FAILED one-channel blocks {dtype} NCHW\n{traceback.format_exc(limit=3)}")
     return 1 if failures else 0
 
 

@@ -796,11 +796,16 @@ def _kernels() -> dict[str, Any]:
         BLOCK_K: tl.constexpr,
         BLOCK_HW: tl.constexpr,
     ):
-        if ALIGN > 1:  # HW is a multiple of ALIGN too (_stride_align): masks keep whole vectors
-            HW = (HW // ALIGN) * ALIGN
         # one program per (n, g): the group's statistics (per-channel shifted sums, merged over blocks of channels
         # by Chan's formula), then the output of the same C/G x HW elements (read again, mostly from L2).
         # stats_ptr: the (N, G) means, then the (N, G) inverse standard deviations
+        if ALIGN > 1:  # H*W and the row strides are multiples of ALIGN (_stride_align): saying so lets the
+            # compiler prove rows aligned and masks whole, for vector loads (exact: no value changes)
+            HW = (HW // ALIGN) * ALIGN
+            sxn = (sxn // ALIGN) * ALIGN
+            sxc = (sxc // ALIGN) * ALIGN
+            syn = (syn // ALIGN) * ALIGN
+            syc = (syc // ALIGN) * ALIGN
         pid = tl.program_id(0)
         n = (pid // G).to(tl.int64)
         first = (pid % G) * CPG
@@ -817,13 +822,10 @@ def _kernels() -> dict[str, Any]:
             shift = tl.load(x_row + chans * sxc, mask=k_ok, other=0.0).to(acc)
             s1 = tl.zeros([BLOCK_K], acc)
             s2 = tl.zeros([BLOCK_K], acc)
-            xo = n * sxn + chans[:, None] * sxc
-            if ALIGN > 1:  # (see _stride_align)
-                xo = tl.multiple_of(xo, [ALIGN, ALIGN])
             for start in range(0, HW, BLOCK_HW):
                 hw = start + hw0
                 mask = k_ok[:, None] & (hw < HW)[None, :]
-                xv = tl.load(x_ptr + xo + hw[None, :] * sxhw, mask=mask, other=0.0).to(acc)
+                xv = tl.load(x_row + chans[:, None] * sxc + hw[None, :] * sxhw, mask=mask, other=0.0).to(acc)
                 dev = tl.where(mask, xv - shift[:, None], 0.0)
                 s1 += tl.sum(dev, axis=1)
                 s2 += tl.sum(dev * dev, axis=1)
@@ -845,23 +847,20 @@ def _kernels() -> dict[str, Any]:
             rstd = 1.0 / tl.sqrt_rn(var + eps_hi + eps_lo)
         tl.store(stats_ptr + pid, gmean)
         tl.store(stats_ptr + tl.num_programs(0) + pid, rstd)
+        y_row = y_ptr + n * syn
         for kstart in range(0, CPG, BLOCK_K):
             k_ok = kstart + k0 < CPG
             chans = first + kstart + k0
             scale = tl.load(w_ptr + chans, mask=k_ok, other=0.0).to(acc) * rstd
             b = tl.load(b_ptr + chans, mask=k_ok, other=0.0).to(acc)
             v = tl.load(v_ptr + chans, mask=k_ok, other=0.0).to(acc)
-            xo = n * sxn + chans[:, None] * sxc
-            yo = n * syn + chans[:, None] * syc
-            if ALIGN > 1:
-                xo = tl.multiple_of(xo, [ALIGN, ALIGN])
-                yo = tl.multiple_of(yo, [ALIGN, ALIGN])
             for start in range(0, HW, BLOCK_HW):
                 hw = start + hw0
                 mask = k_ok[:, None] & (hw < HW)[None, :]
-                xv = tl.load(x_ptr + xo + hw[None, :] * sxhw, mask=mask, other=0.0).to(acc)
+                xv = tl.load(x_row + chans[:, None] * sxc + hw[None, :] * sxhw, mask=mask, other=0.0).to(acc)
                 y = xv * 1.0 / (1.0 + tl.exp(-v[:, None] * xv)) * scale[:, None] + b[:, None]
-                tl.store(y_ptr + yo + hw[None, :] * syhw, y.to(y_ptr.dtype.element_ty), mask=mask)
+                out = y_row + chans[:, None] * syc + hw[None, :] * syhw
+                tl.store(out, y.to(y_ptr.dtype.element_ty), mask=mask)
 
     @triton.jit
     def s0_persistent_backward_kernel(
@@ -893,10 +892,17 @@ def _kernels() -> dict[str, Any]:
         BLOCK_K: tl.constexpr,
         BLOCK_HW: tl.constexpr,
     ):
-        if ALIGN > 1:  # HW is a multiple of ALIGN too (_stride_align): masks keep whole vectors
-            HW = (HW // ALIGN) * ALIGN
         # one program per (n, g): the per-channel partials of the parameter gradients (summed over n afterwards)
         # and the group's coefficient, kept in registers for the second pass that writes dx
+        if ALIGN > 1:  # H*W and the row strides are multiples of ALIGN (_stride_align): saying so lets the
+            # compiler prove rows aligned and masks whole, for vector loads (exact: no value changes)
+            HW = (HW // ALIGN) * ALIGN
+            sgn = (sgn // ALIGN) * ALIGN
+            sgc = (sgc // ALIGN) * ALIGN
+            sxn = (sxn // ALIGN) * ALIGN
+            sxc = (sxc // ALIGN) * ALIGN
+            sdn = (sdn // ALIGN) * ALIGN
+            sdc = (sdc // ALIGN) * ALIGN
         pid = tl.program_id(0)
         n = (pid // G).to(tl.int64)
         first = (pid % G) * CPG
@@ -905,6 +911,8 @@ def _kernels() -> dict[str, Any]:
         acc = rstd_ptr.dtype.element_ty
         rstd = tl.load(rstd_ptr + rstd_offset + pid)
         mean = tl.load(mean_ptr + mean_offset + pid)
+        g_row = g_ptr + n * sgn
+        x_row = x_ptr + n * sxn
         total = tl.sum(tl.zeros([BLOCK_K], acc), axis=0)  # sum over the group of w sum(g a)
         for kstart in range(0, CPG, BLOCK_K):
             k_ok = kstart + k0 < CPG
@@ -914,16 +922,11 @@ def _kernels() -> dict[str, Any]:
             sum_ga = tl.zeros([BLOCK_K], acc)
             sum_g = tl.zeros([BLOCK_K], acc)
             sum_gvs = tl.zeros([BLOCK_K], acc)
-            go = n * sgn + chans[:, None] * sgc
-            xo = n * sxn + chans[:, None] * sxc
-            if ALIGN > 1:
-                go = tl.multiple_of(go, [ALIGN, ALIGN])
-                xo = tl.multiple_of(xo, [ALIGN, ALIGN])
             for start in range(0, HW, BLOCK_HW):
                 hw = start + hw0
                 mask = k_ok[:, None] & (hw < HW)[None, :]
-                g = tl.load(g_ptr + go + hw[None, :] * sghw, mask=mask, other=0.0).to(acc)
-                x = tl.load(x_ptr + xo + hw[None, :] * sxhw, mask=mask, other=0.0).to(acc)
+                g = tl.load(g_row + chans[:, None] * sgc + hw[None, :] * sghw, mask=mask, other=0.0).to(acc)
+                x = tl.load(x_row + chans[:, None] * sxc + hw[None, :] * sxhw, mask=mask, other=0.0).to(acc)
                 s = 1.0 / (1.0 + tl.exp(-v[:, None] * x))
                 gx = g * x
                 sum_ga += tl.sum(gx * s, axis=1)
@@ -935,27 +938,22 @@ def _kernels() -> dict[str, Any]:
             tl.store(out + 2 * NC, w * sum_gvs * rstd, mask=k_ok)
             total += tl.sum(sum_ga * w, axis=0)
         coef = -total * (rstd * rstd * rstd) / (CPG * HW)  # pyright: ignore[reportOperatorIssue]
+        dx_row = dx_ptr + n * sdn
         for kstart in range(0, CPG, BLOCK_K):
             k_ok = kstart + k0 < CPG
             chans = first + kstart + k0
             scale = tl.load(w_ptr + chans, mask=k_ok, other=0.0).to(acc) * rstd
             v = tl.load(v_ptr + chans, mask=k_ok, other=0.0).to(acc)
-            go = n * sgn + chans[:, None] * sgc
-            xo = n * sxn + chans[:, None] * sxc
-            do = n * sdn + chans[:, None] * sdc
-            if ALIGN > 1:
-                go = tl.multiple_of(go, [ALIGN, ALIGN])
-                xo = tl.multiple_of(xo, [ALIGN, ALIGN])
-                do = tl.multiple_of(do, [ALIGN, ALIGN])
             for start in range(0, HW, BLOCK_HW):
                 hw = start + hw0
                 mask = k_ok[:, None] & (hw < HW)[None, :]
-                g = tl.load(g_ptr + go + hw[None, :] * sghw, mask=mask, other=0.0).to(acc)
-                x = tl.load(x_ptr + xo + hw[None, :] * sxhw, mask=mask, other=0.0).to(acc)
+                g = tl.load(g_row + chans[:, None] * sgc + hw[None, :] * sghw, mask=mask, other=0.0).to(acc)
+                x = tl.load(x_row + chans[:, None] * sxc + hw[None, :] * sxhw, mask=mask, other=0.0).to(acc)
                 vx = v[:, None] * x
                 s = 1.0 / (1.0 + tl.exp(-vx))
                 dx = g * scale[:, None] * (s + vx * s * (1.0 - s)) + coef * (x - mean)
-                tl.store(dx_ptr + do + hw[None, :] * sdhw, dx.to(dx_ptr.dtype.element_ty), mask=mask)
+                out = dx_row + chans[:, None] * sdc + hw[None, :] * sdhw
+                tl.store(out, dx.to(dx_ptr.dtype.element_ty), mask=mask)
 
     @triton.jit
     def b0_persistent_forward_kernel(
@@ -993,14 +991,19 @@ def _kernels() -> dict[str, Any]:
         BLOCK_C: tl.constexpr,
         BLOCK_HW: tl.constexpr,
     ):
-        if ALIGN > 1:  # HW is a multiple of ALIGN too (_stride_align): masks keep whole vectors
-            HW = (HW // ALIGN) * ALIGN
         # one program per block of channels owns the whole batch: pass 1 walks (n, hw) in BLOCK_N x BLOCK_C x
         # BLOCK_HW tiles for the instance statistics (written out) and merges them into the batch statistics
         # (Chan's formula over blocks of samples); pass 2 reads the instance std back and writes y. stats_ptr
         # holds, one after the other: instance mean (N, C), instance std (N, C), batch mean, left, batch var (C,).
         # Offsets are 32-bit unless WIDE (some offset, padding lanes included, reaches 2^31): the per-(n, c)
         # pointers of a tile are most of its registers
+        if ALIGN > 1:  # H*W and the row strides are multiples of ALIGN (_stride_align): saying so lets the
+            # compiler prove rows aligned and masks whole, for vector loads (exact: no value changes)
+            HW = (HW // ALIGN) * ALIGN
+            sxn = (sxn // ALIGN) * ALIGN
+            sxc = (sxc // ALIGN) * ALIGN
+            syn = (syn // ALIGN) * ALIGN
+            syc = (syc // ALIGN) * ALIGN
         imean_ptr = stats_ptr
         istd_ptr = stats_ptr + N * C
         bmean_ptr = stats_ptr + 2 * N * C
@@ -1019,10 +1022,7 @@ def _kernels() -> dict[str, Any]:
             if WIDE:
                 rows = rows.to(tl.int64)
             ok = (rows < N)[:, None] & c_ok[None, :]
-            xo = rows[:, None] * sxn + cols[None, :] * sxc
-            if ALIGN > 1:  # (see _stride_align)
-                xo = tl.multiple_of(xo, [ALIGN, ALIGN])
-            base = x_ptr + xo
+            base = x_ptr + rows[:, None] * sxn + cols[None, :] * sxc
             shift = tl.load(base, mask=ok, other=0.0).to(acc)
             s1 = tl.zeros([BLOCK_N, BLOCK_C], acc)
             s2 = tl.zeros([BLOCK_N, BLOCK_C], acc)
@@ -1086,13 +1086,8 @@ def _kernels() -> dict[str, Any]:
                 rows = rows.to(tl.int64)
             ok = (rows < N)[:, None] & c_ok[None, :]
             istd = tl.load(istd_ptr + rows[:, None] * C + cols[None, :], mask=ok, other=1.0)
-            xo = rows[:, None] * sxn + cols[None, :] * sxc
-            yo = rows[:, None] * syn + cols[None, :] * syc
-            if ALIGN > 1:
-                xo = tl.multiple_of(xo, [ALIGN, ALIGN])
-                yo = tl.multiple_of(yo, [ALIGN, ALIGN])
-            base = x_ptr + xo
-            y_base = y_ptr + yo
+            base = x_ptr + rows[:, None] * sxn + cols[None, :] * sxc
+            y_base = y_ptr + rows[:, None] * syn + cols[None, :] * syc
             for start in range(0, HW, BLOCK_HW):
                 hw = start + hw0
                 mask = ok[:, :, None] & (hw < HW)[None, None, :]
@@ -1139,12 +1134,19 @@ def _kernels() -> dict[str, Any]:
         BLOCK_C: tl.constexpr,
         BLOCK_HW: tl.constexpr,
     ):
-        if ALIGN > 1:  # HW is a multiple of ALIGN too (_stride_align): masks keep whole vectors
-            HW = (HW // ALIGN) * ALIGN
         # one program per block of channels: pass 1 reduces the per-(n, c) sums, keeps their sums over n (the
         # parameter gradients and the batch coefficient) in registers and writes sum(t gamma) per (n, c); pass 2
         # reads that back and writes dx. The statistics may live in one buffer (the forward's), at the offsets
         # given; grads_ptr takes the weight, bias and v gradients one after the other
+        if ALIGN > 1:  # H*W and the row strides are multiples of ALIGN (_stride_align): saying so lets the
+            # compiler prove rows aligned and masks whole, for vector loads (exact: no value changes)
+            HW = (HW // ALIGN) * ALIGN
+            sgn = (sgn // ALIGN) * ALIGN
+            sgc = (sgc // ALIGN) * ALIGN
+            sxn = (sxn // ALIGN) * ALIGN
+            sxc = (sxc // ALIGN) * ALIGN
+            sdn = (sdn // ALIGN) * ALIGN
+            sdc = (sdc // ALIGN) * ALIGN
         imean_ptr += imean_offset
         istd_ptr += istd_offset
         bmean_ptr += bmean_offset
@@ -1168,13 +1170,8 @@ def _kernels() -> dict[str, Any]:
             ok = (rows < N)[:, None] & c_ok[None, :]
             index = rows[:, None] * C + cols[None, :]
             istd = tl.load(istd_ptr + index, mask=ok, other=1.0)
-            go = rows[:, None] * sgn + cols[None, :] * sgc
-            xo = rows[:, None] * sxn + cols[None, :] * sxc
-            if ALIGN > 1:  # (see _stride_align)
-                go = tl.multiple_of(go, [ALIGN, ALIGN])
-                xo = tl.multiple_of(xo, [ALIGN, ALIGN])
-            g_base = g_ptr + go
-            x_base = x_ptr + xo
+            g_base = g_ptr + rows[:, None] * sgn + cols[None, :] * sgc
+            x_base = x_ptr + rows[:, None] * sxn + cols[None, :] * sxc
             tg = tl.zeros([BLOCK_N, BLOCK_C], acc)
             for start in range(0, HW, BLOCK_HW):
                 hw = start + hw0
@@ -1212,16 +1209,9 @@ def _kernels() -> dict[str, Any]:
             istd = tl.load(istd_ptr + index, mask=ok, other=1.0)
             imean = tl.load(imean_ptr + index, mask=ok, other=0.0)
             icoef = tl.load(tg_ptr + index, mask=ok, other=0.0) / (HW * istd)  # d istd = sum t gamma
-            go = rows[:, None] * sgn + cols[None, :] * sgc
-            xo = rows[:, None] * sxn + cols[None, :] * sxc
-            do = rows[:, None] * sdn + cols[None, :] * sdc
-            if ALIGN > 1:
-                go = tl.multiple_of(go, [ALIGN, ALIGN])
-                xo = tl.multiple_of(xo, [ALIGN, ALIGN])
-                do = tl.multiple_of(do, [ALIGN, ALIGN])
-            g_base = g_ptr + go
-            x_base = x_ptr + xo
-            dx_base = dx_ptr + do
+            g_base = g_ptr + rows[:, None] * sgn + cols[None, :] * sgc
+            x_base = x_ptr + rows[:, None] * sxn + cols[None, :] * sxc
+            dx_base = dx_ptr + rows[:, None] * sdn + cols[None, :] * sdc
             for start in range(0, HW, BLOCK_HW):
                 hw = start + hw0
                 mask = ok[:, :, None] & (hw < HW)[None, None, :]
@@ -1444,8 +1434,10 @@ def _stride_align(hw: int, *strides: tuple[int, ...]) -> int:
 
     ``strides`` are (n, c, hw) stride triples; zero strides (expanded tensors) do not count.
 
-    The persistent kernels assert this to Triton: their per-(n, c) row offsets are multiples of it
-    (``tl.multiple_of``), and so is ``HW``, so that the masks of the last lanes of a row cover whole vectors.
+    The persistent kernels tell Triton so by rounding ``HW`` and those strides down to multiples of it (which
+    changes no value), after which its analysis proves the per-(n, c) row offsets aligned and the masks of the last
+    lanes of a row whole vectors. (``tl.multiple_of`` on the offsets, the other way to say it, crashes Triton 3.9's
+    coalescing pass when a block dimension is 1.)
     Triton's own specialization only tells whether an integer argument is a multiple of 16, so without the hints
     an NCHW input at 14x14 (channel stride 196 = 4 x 49) is read one element at a time; with them, in vectors of 4
     elements (16 bytes in float32, 8 in bfloat16) wherever the base address is aligned too (Triton checks that
@@ -1464,11 +1456,19 @@ def _stride_align(hw: int, *strides: tuple[int, ...]) -> int:
     return align
 
 
+def _hint(align: int) -> int:
+    """The ``ALIGN`` a launch passes for a :func:`_stride_align` result (1: no hint).
+
+    1 when ``_STRIDE_HINTS`` is off, and when the result is 16, which Triton's own specialization of integer
+    arguments already knows (there the hints would only cost registers: 162 instead of 117 in B0's backward at
+    28x28).
+    """
+    return align if _STRIDE_HINTS and align < 16 else 1
+
+
 def _grad_align(pp: _PersistentPlan, strides: tuple[int, int, int]) -> int:
     """The ``ALIGN`` of a backward launch: the plan's, lowered for a cotangent whose strides differ (1: no hints)."""
-    if not _STRIDE_HINTS:
-        return 1
-    return pp.align if strides in pp.checked else _stride_align(pp.align, strides)
+    return _hint(pp.align if strides in pp.checked else _stride_align(pp.align, strides))
 
 
 def _limits() -> tuple[int, ...]:
@@ -1723,7 +1723,7 @@ def _s0_forward_persistent_packed(
         eps_hi,
         eps_lo,
         F64=work == torch.float64,
-        ALIGN=pp.align if _STRIDE_HINTS else 1,
+        ALIGN=_hint(pp.align),
         BLOCK_K=pp.block_c,
         BLOCK_HW=pp.block_hw,
         **pp.options,
@@ -2152,7 +2152,7 @@ def _b0_forward_persistent_packed(
         UPDATE_F64=work == torch.float64 or running_var.dtype == torch.float64,
         F64=work == torch.float64,
         WIDE=pp.wide,
-        ALIGN=pp.align if _STRIDE_HINTS else 1,
+        ALIGN=_hint(pp.align),
         REVERSE=_PERSISTENT_REVERSE,
         STAGES=_PERSISTENT_STAGES,
         BLOCK_N=pp.block_n,
