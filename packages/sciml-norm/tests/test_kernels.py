@@ -604,12 +604,12 @@ def test_row_alignment_hints_divide_hw_and_every_row_stride(monkeypatch):
 
 @pytest.mark.slow
 def test_row_alignment_hints_give_vector_loads_at_14x14():
-    # shared/triton_compile_check.py --row-vectors: the persistent kernels compiled for sm_90 (stand-in driver) at
-    # 64x1024x14x14 NCHW read rows in vectors (4 float32, or 4 bfloat16) with the hints, and issue fewer global
-    # memory instructions than without them; turning the hints off in the kernels' launches fails it
+    # shared/triton_compile_check.py --row-vectors: the kernels of both strategies, compiled for sm_90 (stand-in
+    # driver) at 64x1024x14x14 NCHW, read rows in vectors (4 float32, or 4 bfloat16) with the hints, and issue fewer
+    # global memory instructions than without them; turning the hints off in the kernels' launches fails it
     # (and blocks of one channel compile with the hints: tl.multiple_of on such offsets crashed Triton's compiler)
     out = run_script("shared/triton_compile_check.py", "--row-vectors")
-    assert out.count("ok ") == 10, out
+    assert out.count("ok ") == 24, out  # 4 persistent and 7 split kernels, 2 dtypes; one-channel blocks, 2 dtypes
 
 
 def test_auto_strategy_takes_persistent_kernels_where_launches_dominate(monkeypatch):
@@ -801,18 +801,17 @@ def test_interpreter_b0_pass_order_and_pipelining_change_no_bit(monkeypatch, cha
 
 @pytest.mark.interpret
 @needs_interpreter
-def test_interpreter_row_alignment_hints(monkeypatch):
-    # the persistent kernels with ALIGN 4 (H*W = 12, and every other channel of such maps), 2 (H*W = 6) and 1
+def test_interpreter_row_alignment_hints(monkeypatch, strategy):
+    # the kernels with ALIGN 4 (H*W = 12, and every other channel of such maps), 2 (H*W = 6) and 1
     # (every other channel of 3x5 maps: even strides, odd H*W), against the same steps in PyTorch operations; the
     # hints tell the compiler about alignment and change no bit (the interpreter does run the rounding of H*W
     # they imply, which would be wrong for a misjudged ALIGN)
-    monkeypatch.setattr(fused, "STRATEGY", "persistent")
     inputs = []
     for shape, aligned in (((3, 12, 2, 6), 4), ((3, 24, 2, 6), 4), ((3, 12, 2, 3), 2), ((3, 24, 3, 5), 1)):
         x, cot, w, b, v, rv = make(shape)
         if shape[1] == 24:  # a view of every other channel (and a cotangent laid out the same way)
             x, cot, w, b, v, rv = x[:, ::2], cot[:, ::2], w[:12], b[:12], v[:12], rv[:12]
-        assert fused._b0_persistent(fused._plan(x)).align == aligned
+        assert fused._plan(x).align == fused._b0_persistent(fused._plan(x)).align == aligned
         assert_steps_match_torch(x, cot, w, b, v, rv, backward_rtol=1e-10, mixed_tol=1e-6)
         inputs.append((x.float(), cot.float(), w, b, v, rv))
     runs = []
@@ -987,15 +986,15 @@ def test_cuda_b0_pipelined_matches_eager(monkeypatch, training, shape, dtype):
 @pytest.mark.parametrize(
     ("case", "dtype"),
     [("nchw", F32), ("nchw", torch.bfloat16), ("misaligned", F32), ("channel-view", torch.bfloat16),
-     ("pipelined", torch.bfloat16)],
+     ("pipelined", torch.bfloat16), ("split", F32), ("split", torch.bfloat16)],
 )  # fmt: skip
 def test_cuda_row_alignment_hints_match_eager(monkeypatch, case, dtype):
     # the persistent kernels at 14x14 NCHW, where the row-alignment hints give vector loads (ALIGN 4): plain; with
     # x at an odd element offset (Triton then does not vectorize the loads of x: its base address is not aligned);
     # a view of every other channel of odd 3x5 maps (no hint); B0 with pipelined loops (bfloat16 rows are then
-    # copied 8 bytes at a time). S0 too where its kernels differ from the other tests'. Few cases: each compiles
-    # its own kernels within the GPU run's time
-    monkeypatch.setattr(fused, "STRATEGY", "persistent")
+    # copied 8 bytes at a time); the split kernels. S0 too where its kernels differ from the other tests'. Few
+    # cases: each compiles its own kernels within the GPU run's time
+    monkeypatch.setattr(fused, "STRATEGY", "split" if case == "split" else "persistent")
     shape = (8, 64, 14, 14)
     args = make(shape, dtype=dtype, device="cuda")
     if case == "misaligned":
@@ -1010,7 +1009,7 @@ def test_cuda_row_alignment_hints_match_eager(monkeypatch, case, dtype):
     assert fused._b0_persistent(fused._plan(args[0])).align == (1 if case == "channel-view" else 4)
     got = b0_run("triton", True, *args)
     assert_matches(got, reference64(lambda backend, *a: b0_run(backend, True, *a), *args), tol)
-    if case in ("nchw", "misaligned"):
+    if case in ("nchw", "misaligned", "split"):
         got = s0_run("triton", 8, *args[:5])
         assert_matches(got, reference64(lambda backend, *a: s0_run(backend, 8, *a), *args[:5]), tol)
 

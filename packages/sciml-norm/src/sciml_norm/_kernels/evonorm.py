@@ -222,9 +222,14 @@ def _kernels() -> dict[str, Any]:
         sxc,
         sxhw,
         n_cblocks,
+        ALIGN: tl.constexpr,
         BLOCK_C: tl.constexpr,
         BLOCK_HW: tl.constexpr,
     ):
+        if ALIGN > 1:  # H*W and the row strides are multiples of ALIGN (_stride_align): vector loads
+            HW = (HW // ALIGN) * ALIGN
+            sxn = (sxn // ALIGN) * ALIGN
+            sxc = (sxc // ALIGN) * ALIGN
         pid = tl.program_id(0)
         n = (pid // n_cblocks).to(tl.int64)
         cols = (pid % n_cblocks) * BLOCK_C + tl.arange(0, BLOCK_C)
@@ -312,9 +317,16 @@ def _kernels() -> dict[str, Any]:
         syhw,
         n_cblocks,
         n_hwblocks,
+        ALIGN: tl.constexpr,
         BLOCK_C: tl.constexpr,
         BLOCK_HW: tl.constexpr,
     ):
+        if ALIGN > 1:  # H*W and the row strides are multiples of ALIGN (_stride_align): vector loads
+            HW = (HW // ALIGN) * ALIGN
+            sxn = (sxn // ALIGN) * ALIGN
+            sxc = (sxc // ALIGN) * ALIGN
+            syn = (syn // ALIGN) * ALIGN
+            syc = (syc // ALIGN) * ALIGN
         pid = tl.program_id(0)
         rest = pid // n_hwblocks
         n = (rest // n_cblocks).to(tl.int64)
@@ -347,9 +359,16 @@ def _kernels() -> dict[str, Any]:
         sxc,
         sxhw,
         n_cblocks,
+        ALIGN: tl.constexpr,
         BLOCK_C: tl.constexpr,
         BLOCK_HW: tl.constexpr,
     ):
+        if ALIGN > 1:  # H*W and the row strides are multiples of ALIGN (_stride_align): vector loads
+            HW = (HW // ALIGN) * ALIGN
+            sgn = (sgn // ALIGN) * ALIGN
+            sgc = (sgc // ALIGN) * ALIGN
+            sxn = (sxn // ALIGN) * ALIGN
+            sxc = (sxc // ALIGN) * ALIGN
         pid = tl.program_id(0)
         n = (pid // n_cblocks).to(tl.int64)
         cols = (pid % n_cblocks) * BLOCK_C + tl.arange(0, BLOCK_C)
@@ -465,9 +484,18 @@ def _kernels() -> dict[str, Any]:
         sdhw,
         n_cblocks,
         n_hwblocks,
+        ALIGN: tl.constexpr,
         BLOCK_C: tl.constexpr,
         BLOCK_HW: tl.constexpr,
     ):
+        if ALIGN > 1:  # H*W and the row strides are multiples of ALIGN (_stride_align): vector loads
+            HW = (HW // ALIGN) * ALIGN
+            sgn = (sgn // ALIGN) * ALIGN
+            sgc = (sgc // ALIGN) * ALIGN
+            sxn = (sxn // ALIGN) * ALIGN
+            sxc = (sxc // ALIGN) * ALIGN
+            sdn = (sdn // ALIGN) * ALIGN
+            sdc = (sdc // ALIGN) * ALIGN
         pid = tl.program_id(0)
         rest = pid // n_hwblocks
         n = (rest // n_cblocks).to(tl.int64)
@@ -587,9 +615,16 @@ def _kernels() -> dict[str, Any]:
         syhw,
         n_cblocks,
         n_hwblocks,
+        ALIGN: tl.constexpr,
         BLOCK_C: tl.constexpr,
         BLOCK_HW: tl.constexpr,
     ):
+        if ALIGN > 1:  # H*W and the row strides are multiples of ALIGN (_stride_align): vector loads
+            HW = (HW // ALIGN) * ALIGN
+            sxn = (sxn // ALIGN) * ALIGN
+            sxc = (sxc // ALIGN) * ALIGN
+            syn = (syn // ALIGN) * ALIGN
+            syc = (syc // ALIGN) * ALIGN
         pid = tl.program_id(0)
         rest = pid // n_hwblocks
         n = (rest // n_cblocks).to(tl.int64)
@@ -627,9 +662,16 @@ def _kernels() -> dict[str, Any]:
         sxc,
         sxhw,
         n_cblocks,
+        ALIGN: tl.constexpr,
         BLOCK_C: tl.constexpr,
         BLOCK_HW: tl.constexpr,
     ):
+        if ALIGN > 1:  # H*W and the row strides are multiples of ALIGN (_stride_align): vector loads
+            HW = (HW // ALIGN) * ALIGN
+            sgn = (sgn // ALIGN) * ALIGN
+            sgc = (sgc // ALIGN) * ALIGN
+            sxn = (sxn // ALIGN) * ALIGN
+            sxc = (sxc // ALIGN) * ALIGN
         pid = tl.program_id(0)
         n = (pid // n_cblocks).to(tl.int64)
         cols = (pid % n_cblocks) * BLOCK_C + tl.arange(0, BLOCK_C)
@@ -740,9 +782,18 @@ def _kernels() -> dict[str, Any]:
         n_cblocks,
         n_hwblocks,
         TRAINING: tl.constexpr,
+        ALIGN: tl.constexpr,
         BLOCK_C: tl.constexpr,
         BLOCK_HW: tl.constexpr,
     ):
+        if ALIGN > 1:  # H*W and the row strides are multiples of ALIGN (_stride_align): vector loads
+            HW = (HW // ALIGN) * ALIGN
+            sgn = (sgn // ALIGN) * ALIGN
+            sgc = (sgc // ALIGN) * ALIGN
+            sxn = (sxn // ALIGN) * ALIGN
+            sxc = (sxc // ALIGN) * ALIGN
+            sdn = (sdn // ALIGN) * ALIGN
+            sdc = (sdc // ALIGN) * ALIGN
         pid = tl.program_id(0)
         rest = pid // n_hwblocks
         n = (rest // n_cblocks).to(tl.int64)
@@ -1274,6 +1325,7 @@ class _Plan(NamedTuple):
     batch_grid: tuple[int]
     options: dict[str, Any]
     cuda: bool  # CUDA launch sizes (else the interpreter's)
+    align: int = 1  # _stride_align of H*W and the strides of x and of the outputs
 
 
 @functools.lru_cache(maxsize=512)
@@ -1321,6 +1373,7 @@ def _plan_for(
         # explicit, so Triton 3.9 does not warn that its default changes (a warning is an error under pytest)
         {"enable_fp_fusion": True} if cuda else {},
         cuda,
+        _stride_align(h * w, flat, out),
     )
 
 
@@ -1536,6 +1589,7 @@ def _launch_stats(x: Tensor, plan: _Plan, mean: Tensor, m2: Tensor, m2_offset: i
         plan.sxc,
         plan.sxhw,
         plan.n_cblocks,
+        ALIGN=_hint(plan.align),
         BLOCK_C=plan.block_c,
         BLOCK_HW=plan.block_hw,
         **plan.options,
@@ -1679,6 +1733,7 @@ def s0_forward(
             plan.syhw,
             plan.n_cblocks,
             plan.n_hwblocks,
+            ALIGN=_hint(plan.align),
             BLOCK_C=plan.block_c,
             BLOCK_HW=plan.block_hw,
             **plan.options,
@@ -1835,6 +1890,7 @@ def _s0_backward_triton(
         plan.sxc,
         plan.sxhw,
         plan.n_cblocks,
+        ALIGN=_hint(_stride_align(plan.align, (sgn, sgc, sghw))),
         BLOCK_C=plan.block_c,
         BLOCK_HW=plan.block_hw,
         **plan.options,
@@ -1886,6 +1942,7 @@ def _s0_backward_triton(
         plan.syhw,
         plan.n_cblocks,
         plan.n_hwblocks,
+        ALIGN=_hint(_stride_align(plan.align, (sgn, sgc, sghw))),
         BLOCK_C=plan.block_c,
         BLOCK_HW=plan.block_hw,
         **plan.options,
@@ -2076,6 +2133,7 @@ def b0_forward(
             plan.syhw,
             plan.n_cblocks,
             plan.n_hwblocks,
+            ALIGN=_hint(plan.align),
             BLOCK_C=plan.block_c,
             BLOCK_HW=plan.block_hw,
             **plan.options,
@@ -2317,6 +2375,7 @@ def _b0_backward_triton(
         plan.sxc,
         plan.sxhw,
         plan.n_cblocks,
+        ALIGN=_hint(_stride_align(plan.align, (sgn, sgc, sghw))),
         BLOCK_C=plan.block_c,
         BLOCK_HW=plan.block_hw,
         **plan.options,
@@ -2366,6 +2425,7 @@ def _b0_backward_triton(
         plan.n_cblocks,
         plan.n_hwblocks,
         TRAINING=training,
+        ALIGN=_hint(_stride_align(plan.align, (sgn, sgc, sghw))),
         BLOCK_C=plan.block_c,
         BLOCK_HW=plan.block_hw,
         **plan.options,
