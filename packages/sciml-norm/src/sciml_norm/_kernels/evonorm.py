@@ -85,9 +85,9 @@ the last term only in training (in evaluation :math:`\ell_c` comes from the runn
 Layouts: any :math:`x` whose :math:`H, W` axes flatten to one strided axis (NCHW-contiguous, channels-last, or
 expanded gradients) is read in place through its strides; anything else is copied once. Outputs are channels-last
 when :math:`x` is, else contiguous. Launch layouts (strides, blocks, grids) are cached per shape and strides. The
-persistent kernels also tell Triton how far their rows are aligned (``ALIGN``, from :func:`_stride_align`), which
-its own specialization (multiples of 16) misses for NCHW rows of 196 elements: with it, ResNet-50's 14x14 stage is
-read in vectors.
+kernels also tell Triton how far their rows are aligned (``ALIGN``, from :func:`_stride_align`), which its own
+specialization (multiples of 16) misses for NCHW rows of 196 elements: with it, ResNet-50's 14x14 stage is read in
+vectors.
 
 The operators ``sciml_norm::evonorm_s0_fwd``/``_bwd`` and ``sciml_norm::evonorm_b0_fwd``/``_bwd`` take a
 ``backend`` argument: ``"triton"`` launches the kernels (CUDA tensors, or CPU tensors under ``TRITON_INTERPRET=1``),
@@ -136,9 +136,9 @@ _PERSISTENT_REVERSE = True
 # B0: pipeline stages of the persistent kernels' loops (1: not pipelined; 2-3: asynchronous copies keep tiles in
 # flight through shared memory; the same bits either way; the launch-constant sweep measures both)
 _PERSISTENT_STAGES = 1
-# The persistent kernels tell Triton how far their per-(n, c) row offsets are aligned (_stride_align), so that rows
-# whose stride is a multiple of 4 but not of 16 elements (NCHW at 14x14: 196) are still read in vectors; False turns
-# the hints off (the sweep measures both)
+# The kernels tell Triton how far their per-(n, c) row offsets are aligned (_stride_align), so that rows whose
+# stride is a multiple of 4 but not of 16 elements (NCHW at 14x14: 196) are still read in vectors; False turns the
+# hints off (the sweep measures both)
 _STRIDE_HINTS = True
 
 
@@ -1487,7 +1487,7 @@ def _stride_align(hw: int, *strides: tuple[int, ...]) -> int:
 
     ``strides`` are (n, c, hw) stride triples; zero strides (expanded tensors) do not count.
 
-    The persistent kernels tell Triton so by rounding ``HW`` and those strides down to multiples of it (which
+    The kernels tell Triton so by rounding ``HW`` and those strides down to multiples of it (which
     changes no value), after which its analysis proves the per-(n, c) row offsets aligned and the masks of the last
     lanes of a row whole vectors. (``tl.multiple_of`` on the offsets, the other way to say it, crashes Triton 3.9's
     coalescing pass when a block dimension is 1.)
