@@ -1487,14 +1487,14 @@ def _stride_align(hw: int, *strides: tuple[int, ...]) -> int:
 
     ``strides`` are (n, c, hw) stride triples; zero strides (expanded tensors) do not count.
 
-    The kernels tell Triton so by rounding ``HW`` and those strides down to multiples of it (which
-    changes no value), after which its analysis proves the per-(n, c) row offsets aligned and the masks of the last
-    lanes of a row whole vectors. (``tl.multiple_of`` on the offsets, the other way to say it, crashes Triton 3.9's
-    coalescing pass when a block dimension is 1.)
-    Triton's own specialization only tells whether an integer argument is a multiple of 16, so without the hints
-    an NCHW input at 14x14 (channel stride 196 = 4 x 49) is read one element at a time; with them, in vectors of 4
-    elements (16 bytes in float32, 8 in bfloat16) wherever the base address is aligned too (Triton checks that
-    itself). A result of 1 (a unit stride, as in channels-last, or an odd one, as at 7x7) adds no hint.
+    Triton's own specialization only tells whether an integer argument is a multiple of 16, so an NCHW input at
+    14x14 (channel stride and H*W both 196 = 4 x 49) would be read one element at a time. The kernels take this
+    value as ``ALIGN`` (through :func:`_hint`) and round ``HW`` and their row strides down to multiples of it, which
+    changes no value. From that, Triton's analysis proves the per-(n, c) row offsets aligned and the masks of a
+    row's last lanes whole vectors, so rows are read in vectors of 4 elements (16 bytes in float32, 8 in bfloat16)
+    wherever the base address is aligned too (Triton checks that itself). ``tl.multiple_of`` on the offsets, the
+    other way to say it, crashes Triton 3.9's coalescing pass when a block dimension is 1. A result of 1 (a unit
+    stride, as in channels-last, or an odd one, as at 7x7) adds no hint.
 
     Example:
         >>> _stride_align(196, (1024 * 196, 196, 1), (0, 0, 0)), _stride_align(784, (512 * 784, 784, 1))
