@@ -64,7 +64,8 @@ KEY = ("phase", "shape", "layout", "dtype", "layer", "strategy", "config")  # id
 # which a GPU-bound step needs (at the defaults an SM runs one program of 8 warps that waits for each tile). How
 # many programs an SM holds is set by their registers (65536 per SM) and shared memory: sm_90 builds of the
 # backward kernel (shared/evonorm_precompile.py --resources, NCHW float32, 28x28 / 14x14 / 7x7) take 47 / 64 / 128
-# registers per thread with (1024, 512, 4), against 117 / 250 / 252 with the defaults (4096, 128, 8); 3 stages
+# registers per thread with (1024, 512, 4), against 117 / 128 / 252 with the defaults (4096, 128, 8; 252 at 14x14
+# too without the row-alignment hints); 3 stages
 # take 32-64 KB of shared memory with 2048-4096-element tiles (bfloat16 at 7x7 is not pipelined: with a channel
 # stride of 49, rows are only 2-byte aligned, and cp.async needs 4 bytes); the big tiles spill at 14x14 and 7x7, so
 # they come last. "hints": False turns off the row-alignment hints (_STRIDE_HINTS), measured only where they change
