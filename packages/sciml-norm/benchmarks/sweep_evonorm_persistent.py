@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -156,7 +155,13 @@ def apply(config: dict[str, int], base: dict[str, int]) -> None:
 
 def hints_matter(shape: tuple[int, ...], layout: str) -> bool:
     """Whether the row-alignment hints change the kernels: NCHW rows aligned to 2-8 elements (14x14: 4)."""
-    return layout == "nchw" and math.gcd(16, shape[2] * shape[3]) not in (1, 16)
+    from sciml_norm._kernels import evonorm as kern
+
+    fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+    stride = torch.empty(shape, device="meta", memory_format=fmt).stride()
+    flat = kern._flat_strides(tuple(shape), stride)
+    assert flat is not None  # (both layouts flatten H and W)
+    return 1 < kern._stride_align(shape[2] * shape[3], flat) < 16
 
 
 def tasks(layouts: Sequence[str] = LAYOUTS) -> list[dict[str, Any]]:

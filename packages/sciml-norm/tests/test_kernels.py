@@ -571,35 +571,33 @@ def test_b0_persistent_kernels_take_64_bit_offsets_only_where_32_bits_overflow(m
 
 
 def test_row_alignment_hints_divide_hw_and_every_row_stride(monkeypatch):
-    # ALIGN, the persistent kernels' hint to Triton: a power of two up to 16 that divides H*W and the sample and
-    # channel strides of every tensor a launch indexes (zero strides do not count); 1 means no hint
+    # ALIGN, the kernels' hint to Triton: a power of two up to 16 that divides H*W and the sample and channel
+    # strides of every tensor a launch indexes (zero strides do not count); 1 means no hint
     def align(x):
-        plan = fused._plan(x)
-        return fused._b0_persistent(plan).align, fused._s0_persistent(plan, 2).align
+        return fused._plan(x).align
 
-    assert align(torch.empty(2, 8, 14, 14)) == (4, 4)  # ResNet-50's 14x14 stage: rows of 196 = 4 x 49 elements
-    assert align(torch.empty(2, 8, 28, 28)) == (16, 16)
-    assert align(torch.empty(2, 8, 7, 7)) == (1, 1)
-    assert align(torch.empty(2, 8, 14, 14).contiguous(memory_format=torch.channels_last)) == (1, 1)
-    assert align(torch.empty(2, 16, 2, 6)[:, ::2]) == (4, 4)  # every other channel: strides 24 and 192, H*W = 12
+    assert align(torch.empty(2, 8, 14, 14)) == 4  # ResNet-50's 14x14 stage: rows of 196 = 4 x 49 elements
+    assert align(torch.empty(2, 8, 28, 28)) == 16
+    assert align(torch.empty(2, 8, 7, 7)) == 1
+    assert align(torch.empty(2, 8, 14, 14).contiguous(memory_format=torch.channels_last)) == 1
+    assert align(torch.empty(2, 16, 2, 6)[:, ::2]) == 4  # every other channel: strides 24 and 192, H*W = 12
     # every other channel of 3x5 maps: strides 30 and 240 are even but H*W = 15 is odd, so no hint (the kernels
     # round H*W down to a multiple of ALIGN to tell Triton about it: only exact when ALIGN divides it)
-    assert align(torch.empty(2, 16, 3, 5)[:, ::2]) == (1, 1)
+    assert align(torch.empty(2, 16, 3, 5)[:, ::2]) == 1
     assert fused._stride_align(15, (240, 30, 1)) == 1  # (the outputs' dense strides alone would give this too)
     assert fused._stride_align(16, (0, 0, 0)) == 16  # zero strides constrain nothing
-    pp = fused._b0_persistent(fused._plan(torch.empty(2, 8, 14, 14)))
-    assert fused._grad_align(pp, (8 * 196, 196, 1)) == 4  # a cotangent laid out like x
-    assert fused._grad_align(pp, (0, 0, 0)) == 4  # an expanded one
-    assert fused._grad_align(pp, (16 * 98, 98, 1)) == 2
-    assert fused._grad_align(pp, (8 * 196, 1, 8)) == 1  # channels-last
+    plan = fused._plan(torch.empty(2, 8, 14, 14))
+    assert fused._grad_align(plan, (8 * 196, 196, 1)) == 4  # a cotangent laid out like x
+    assert fused._grad_align(plan, (0, 0, 0)) == 4  # an expanded one
+    assert fused._grad_align(plan, (16 * 98, 98, 1)) == 2
+    assert fused._grad_align(plan, (8 * 196, 1, 8)) == 1  # channels-last
     # 16 is what Triton's own specialization knows already: no hint (the rounding would only cost registers)
     assert [fused._hint(a) for a in (1, 2, 4, 8, 16)] == [1, 2, 4, 8, 1]
-    pp28 = fused._b0_persistent(fused._plan(torch.empty(2, 8, 28, 28)))
-    assert pp28.align == 16
-    assert fused._grad_align(pp28, (8 * 784, 784, 1)) == 1
-    assert fused._grad_align(pp28, (16 * 392, 392, 1)) == 8
+    plan28 = fused._plan(torch.empty(2, 8, 28, 28))
+    assert fused._grad_align(plan28, (8 * 784, 784, 1)) == 1
+    assert fused._grad_align(plan28, (16 * 392, 392, 1)) == 8
     monkeypatch.setattr(fused, "_STRIDE_HINTS", False)
-    assert fused._grad_align(pp, (0, 0, 0)) == 1
+    assert fused._grad_align(plan, (0, 0, 0)) == 1
 
 
 @pytest.mark.slow
@@ -811,7 +809,7 @@ def test_interpreter_row_alignment_hints(monkeypatch, strategy):
         x, cot, w, b, v, rv = make(shape)
         if shape[1] == 24:  # a view of every other channel (and a cotangent laid out the same way)
             x, cot, w, b, v, rv = x[:, ::2], cot[:, ::2], w[:12], b[:12], v[:12], rv[:12]
-        assert fused._plan(x).align == fused._b0_persistent(fused._plan(x)).align == aligned
+        assert fused._plan(x).align == aligned
         assert_steps_match_torch(x, cot, w, b, v, rv, backward_rtol=1e-10, mixed_tol=1e-6)
         inputs.append((x.float(), cot.float(), w, b, v, rv))
     runs = []
@@ -1006,7 +1004,7 @@ def test_cuda_row_alignment_hints_match_eager(monkeypatch, case, dtype):
     elif case == "pipelined":
         monkeypatch.setattr(fused, "_PERSISTENT_STAGES", 3)
     tol = 1e-5 if dtype == F32 else 1e-2
-    assert fused._b0_persistent(fused._plan(args[0])).align == (1 if case == "channel-view" else 4)
+    assert fused._plan(args[0]).align == (1 if case == "channel-view" else 4)
     got = b0_run("triton", True, *args)
     assert_matches(got, reference64(lambda backend, *a: b0_run(backend, True, *a), *args), tol)
     if case in ("nchw", "misaligned", "split"):

@@ -1424,8 +1424,7 @@ class _PersistentPlan(NamedTuple):
     grid: tuple[int]
     options: dict[str, Any]
     wide: bool = False  # B0: 64-bit offsets for the input and output layouts (see _wide_offsets)
-    checked: tuple[tuple[int, ...], ...] = ()  # the (n, c, hw) strides `wide` and `align` cover
-    align: int = 1  # _stride_align of those strides
+    checked: tuple[tuple[int, ...], ...] = ()  # B0: the (n, c, hw) strides `wide` covers
 
 
 def _prev_pow2(n: int) -> int:
@@ -1449,18 +1448,15 @@ def _use_persistent(strategy: str, numel: int, programs: int) -> bool:
 
 @functools.lru_cache(maxsize=512)
 def _s0_persistent_plan(
-    plan: tuple[int, ...], groups: int, cuda: bool, strategy: str, limits: tuple[int, ...]
+    plan: tuple[int, int, int, int], groups: int, cuda: bool, strategy: str, limits: tuple[int, ...]
 ) -> _PersistentPlan:
     del limits  # part of the key only (tests and sweeps change the module constants)
-    n, c, hw = plan[:3]
+    n, c, hw, channel_stride = plan
     per_group = c // groups
-    block_k, block_hw = _blocks(per_group, hw, plan[4], cuda)
+    block_k, block_hw = _blocks(per_group, hw, channel_stride, cuda)
     use = _use_persistent(strategy, n * c * hw, n * groups)
     options: dict[str, Any] = {"enable_fp_fusion": True} if cuda else {}
-    strides = (plan[3:6], plan[6:9])  # x, then y / dx
-    return _PersistentPlan(
-        use, 1, block_k, block_hw, (n * groups,), options, False, strides, _stride_align(hw, *strides)
-    )
+    return _PersistentPlan(use, 1, block_k, block_hw, (n * groups,), options)
 
 
 @functools.lru_cache(maxsize=512)
@@ -1476,9 +1472,7 @@ def _b0_persistent_plan(plan: tuple[int, ...], cuda: bool, strategy: str, limits
     options: dict[str, Any] = {"enable_fp_fusion": True, "num_warps": _PERSISTENT_WARPS} if cuda else {}
     strides = (plan[3:6], plan[6:9])  # x, then y / dx (the layout the kernels write)
     wide = _wide_offsets((n, c, hw), (block_n, block_c, block_hw), _INT32_OFFSETS, *strides)
-    return _PersistentPlan(
-        use, block_n, block_c, block_hw, (programs,), options, wide, strides, _stride_align(hw, *strides)
-    )
+    return _PersistentPlan(use, block_n, block_c, block_hw, (programs,), options, wide, strides)
 
 
 @functools.lru_cache(maxsize=512)
@@ -1519,9 +1513,9 @@ def _hint(align: int) -> int:
     return align if _STRIDE_HINTS and align < 16 else 1
 
 
-def _grad_align(pp: _PersistentPlan, strides: tuple[int, int, int]) -> int:
+def _grad_align(plan: _Plan, strides: tuple[int, int, int]) -> int:
     """The ``ALIGN`` of a backward launch: the plan's, lowered for a cotangent whose strides differ (1: no hints)."""
-    return _hint(pp.align if strides in pp.checked else _stride_align(pp.align, strides))
+    return _hint(_stride_align(plan.align, strides))
 
 
 def _limits() -> tuple[int, ...]:
@@ -1560,8 +1554,7 @@ def _grad_needs_wide(plan: _Plan, pp: _PersistentPlan, strides: tuple[int, int, 
 
 
 def _s0_persistent(plan: _Plan, groups: int) -> _PersistentPlan:
-    key = (plan.n, plan.c, plan.hw, plan.sxn, plan.sxc, plan.sxhw, plan.syn, plan.syc, plan.syhw)
-    return _s0_persistent_plan(key, groups, plan.cuda, _strategy(), _limits())
+    return _s0_persistent_plan((plan.n, plan.c, plan.hw, plan.sxc), groups, plan.cuda, _strategy(), _limits())
 
 
 def _b0_persistent(plan: _Plan) -> _PersistentPlan:
@@ -1778,7 +1771,7 @@ def _s0_forward_persistent_packed(
         eps_hi,
         eps_lo,
         F64=work == torch.float64,
-        ALIGN=_hint(pp.align),
+        ALIGN=_hint(plan.align),
         BLOCK_K=pp.block_c,
         BLOCK_HW=pp.block_hw,
         **pp.options,
@@ -1832,7 +1825,7 @@ def _s0_backward_persistent(
         plan.syn,
         plan.syc,
         plan.syhw,
-        ALIGN=_grad_align(pp, grad_strides),
+        ALIGN=_grad_align(plan, grad_strides),
         BLOCK_K=pp.block_c,
         BLOCK_HW=pp.block_hw,
         **pp.options,
@@ -1890,7 +1883,7 @@ def _s0_backward_triton(
         plan.sxc,
         plan.sxhw,
         plan.n_cblocks,
-        ALIGN=_hint(_stride_align(plan.align, (sgn, sgc, sghw))),
+        ALIGN=_grad_align(plan, (sgn, sgc, sghw)),
         BLOCK_C=plan.block_c,
         BLOCK_HW=plan.block_hw,
         **plan.options,
@@ -1942,7 +1935,7 @@ def _s0_backward_triton(
         plan.syhw,
         plan.n_cblocks,
         plan.n_hwblocks,
-        ALIGN=_hint(_stride_align(plan.align, (sgn, sgc, sghw))),
+        ALIGN=_grad_align(plan, (sgn, sgc, sghw)),
         BLOCK_C=plan.block_c,
         BLOCK_HW=plan.block_hw,
         **plan.options,
@@ -2210,7 +2203,7 @@ def _b0_forward_persistent_packed(
         UPDATE_F64=work == torch.float64 or running_var.dtype == torch.float64,
         F64=work == torch.float64,
         WIDE=pp.wide,
-        ALIGN=_hint(pp.align),
+        ALIGN=_hint(plan.align),
         REVERSE=_PERSISTENT_REVERSE,
         STAGES=_PERSISTENT_STAGES,
         BLOCK_N=pp.block_n,
@@ -2280,7 +2273,7 @@ def _b0_backward_persistent(
         plan.syhw,
         TRAINING=training,
         WIDE=pp.wide or (grad_strides not in pp.checked and _grad_needs_wide(plan, pp, grad_strides)),
-        ALIGN=_grad_align(pp, grad_strides),
+        ALIGN=_grad_align(plan, grad_strides),
         REVERSE=_PERSISTENT_REVERSE,
         STAGES=_PERSISTENT_STAGES,
         BLOCK_N=pp.block_n,
@@ -2375,7 +2368,7 @@ def _b0_backward_triton(
         plan.sxc,
         plan.sxhw,
         plan.n_cblocks,
-        ALIGN=_hint(_stride_align(plan.align, (sgn, sgc, sghw))),
+        ALIGN=_grad_align(plan, (sgn, sgc, sghw)),
         BLOCK_C=plan.block_c,
         BLOCK_HW=plan.block_hw,
         **plan.options,
@@ -2425,7 +2418,7 @@ def _b0_backward_triton(
         plan.n_cblocks,
         plan.n_hwblocks,
         TRAINING=training,
-        ALIGN=_hint(_stride_align(plan.align, (sgn, sgc, sghw))),
+        ALIGN=_grad_align(plan, (sgn, sgc, sghw)),
         BLOCK_C=plan.block_c,
         BLOCK_HW=plan.block_hw,
         **plan.options,
