@@ -253,7 +253,8 @@ def test_launch_key_is_at_least_as_fine_as_tritons_specialization(monkeypatch):
     assert not launcher._direct  # not a JITFunction: every call goes through it as it is
     import triton
 
-    for version, checked in (("3.5.1", False), ("3.6.0", True), ("3.9.0", True), ("3.10.0", False), ("4.0", False)):
+    versions = (("3.2.0", False), ("3.3.1", True), ("3.6.0", True), ("3.9.0", True), ("3.10.0", False), ("4.0", False))
+    for version, checked in versions:
         monkeypatch.setattr(triton, "__version__", version)
         assert _launch._checked_triton() == checked, version
     monkeypatch.setattr(_launch, "LAUNCH", "fast")
@@ -636,6 +637,30 @@ def test_auto_strategy_takes_persistent_kernels_where_launches_dominate(monkeypa
     monkeypatch.setattr(fused, "STRATEGY", "fastest")
     with pytest.raises(ValueError, match="STRATEGY"):
         fused._b0_persistent(plan)
+
+
+def test_b0_persistent_kernels_need_a_triton_whose_loops_flatten(monkeypatch):
+    # Triton 3.2 (PyTorch 2.6's) has no tl.range(flatten=...), which B0's persistent kernels pass: "auto" gives B0
+    # the split passes there (S0 keeps its persistent kernels), and "persistent" says why it cannot
+    import triton
+    from sciml_protocols import SciMLError
+
+    version = tuple(int(part) for part in triton.__version__.split(".")[:2])
+    assert fused._loops_flatten() == (version >= (3, 3))
+    plan = fused._plan_for((64, 2048, 7, 7), (100352, 49, 7, 1), True, *fused_args())
+    monkeypatch.setattr(fused, "_loops_flatten", lambda: False)
+    fused._b0_persistent_plan.cache_clear()
+    try:
+        monkeypatch.setattr(fused, "STRATEGY", "auto")
+        assert not fused._b0_persistent(plan).use
+        assert fused._s0_persistent(plan, 32).use
+        monkeypatch.setattr(fused, "STRATEGY", "split")
+        assert not fused._b0_persistent(plan).use
+        monkeypatch.setattr(fused, "STRATEGY", "persistent")
+        with pytest.raises(SciMLError, match=r"STRATEGY = 'persistent' needs Triton 3\.3 or later for EvoNorm-B0"):
+            fused._b0_persistent(plan)
+    finally:
+        fused._b0_persistent_plan.cache_clear()
 
 
 def fused_args():

@@ -115,8 +115,9 @@ def _compiled_kernel_class() -> type:
 
 
 #: Triton versions (major, minor) whose launch path ``shared/triton_launch_check.py`` has compared with the direct
-#: one (3.6, 3.8 and 3.9; 3.7 lies between); any other version takes Triton's own path.
-CHECKED_TRITON = ((3, 6), (3, 9))
+#: one (3.3, 3.4, 3.5, 3.6, 3.8 and 3.9; 3.7 lies between); any other version takes Triton's own path (3.2's C
+#: launcher takes the arguments without the constexprs, which the direct call passes).
+CHECKED_TRITON = ((3, 3), (3, 9))
 
 
 def _checked_triton() -> bool:
