@@ -115,97 +115,13 @@ def gaunt_grid_reference(x: Tensor, y: Tensor, basis_x: Tensor, basis_y: Tensor,
 
 @functools.cache
 def _triton_kernel() -> Any:
-    """Build the ``@triton.jit`` kernel on first use (``triton`` is imported here and nowhere at module level)."""
-    import triton
-    import triton.language as tl
+    """The ``@triton.jit`` kernel, from :mod:`sciml_equivariant._kernels._gaunt_grid_jit`.
 
-    @triton.jit
-    def gaunt_grid_kernel(
-        x_ptr,
-        y_ptr,
-        bx_ptr,
-        by_ptr,
-        w_ptr,
-        out_ptr,
-        n_rows,
-        k1,
-        k2,
-        k3,
-        n_grid,
-        stride_xn,
-        stride_xk,
-        stride_yn,
-        stride_yk,
-        stride_bxg,
-        stride_bxk,
-        stride_byg,
-        stride_byk,
-        stride_wg,
-        stride_wk,
-        stride_on,
-        stride_ok,
-        BLOCK_N: tl.constexpr,
-        BLOCK_G: tl.constexpr,
-        BLOCK_K1: tl.constexpr,
-        BLOCK_K2: tl.constexpr,
-        BLOCK_O: tl.constexpr,
-        PRECISION: tl.constexpr,
-    ):
-        pid_n = tl.program_id(0)
-        pid_o = tl.program_id(1)
-        compute = w_ptr.dtype.element_ty  # the bases carry the compute dtype (float32 or float64)
-        rows = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-        row_ok = rows < n_rows
-        outs = pid_o * BLOCK_O + tl.arange(0, BLOCK_O)
-        out_ok = outs < k3
-        acc = tl.zeros([BLOCK_N, BLOCK_O], compute)
-        for g0 in range(0, n_grid, BLOCK_G):
-            grid = g0 + tl.arange(0, BLOCK_G)
-            grid_ok = grid < n_grid
-            values_x = tl.zeros([BLOCK_N, BLOCK_G], compute)
-            for k0 in range(0, k1, BLOCK_K1):
-                ks = k0 + tl.arange(0, BLOCK_K1)
-                k_ok = ks < k1
-                xt = tl.load(
-                    x_ptr + rows[:, None] * stride_xn + ks[None, :] * stride_xk,
-                    mask=row_ok[:, None] & k_ok[None, :],
-                    other=0.0,
-                ).to(compute)
-                bt = tl.load(
-                    bx_ptr + ks[:, None] * stride_bxk + grid[None, :] * stride_bxg,
-                    mask=k_ok[:, None] & grid_ok[None, :],
-                    other=0.0,
-                )
-                values_x += tl.dot(xt, bt, input_precision=PRECISION)
-            values_y = tl.zeros([BLOCK_N, BLOCK_G], compute)
-            for k0 in range(0, k2, BLOCK_K2):
-                ks = k0 + tl.arange(0, BLOCK_K2)
-                k_ok = ks < k2
-                yt = tl.load(
-                    y_ptr + rows[:, None] * stride_yn + ks[None, :] * stride_yk,
-                    mask=row_ok[:, None] & k_ok[None, :],
-                    other=0.0,
-                ).to(compute)
-                bt = tl.load(
-                    by_ptr + ks[:, None] * stride_byk + grid[None, :] * stride_byg,
-                    mask=k_ok[:, None] & grid_ok[None, :],
-                    other=0.0,
-                )
-                values_y += tl.dot(yt, bt, input_precision=PRECISION)
-            wt = tl.load(
-                w_ptr + grid[:, None] * stride_wg + outs[None, :] * stride_wk,
-                mask=grid_ok[:, None] & out_ok[None, :],
-                other=0.0,
-            )
-            # padded grid points have zero weight rows, so they add nothing
-            acc += tl.dot(values_x * values_y, wt, input_precision=PRECISION)
-        tl.store(
-            out_ptr + rows[:, None] * stride_on + outs[None, :] * stride_ok,
-            acc.to(out_ptr.dtype.element_ty),
-            mask=row_ok[:, None] & out_ok[None, :],
-        )
+    That module, and with it ``triton``, is imported here on first use, never at this module's level.
+    """
+    from sciml_equivariant._kernels import _gaunt_grid_jit
 
-    return gaunt_grid_kernel
+    return _gaunt_grid_jit.gaunt_grid_kernel
 
 
 # Tile sizes of the kernel's launches; benchmarks/sweep_gaunt_blocks.py times alternatives on a GPU.
