@@ -1,4 +1,4 @@
-"""Compile the Triton kernels of sciml-norm and sciml-equivariant for a CUDA GPU on a machine that has none.
+"""Compile the Triton kernels of sciml-norm, sciml-equivariant and sciml-ot for a CUDA GPU on a machine that has none.
 
 Usage (repository root; any machine, no GPU or driver needed: Triton's wheel carries ptxas)::
 
@@ -190,6 +190,23 @@ def gaunt_cases(quick: bool) -> list[tuple[str, Callable[[], object]]]:
     return cases
 
 
+def ot_cases(quick: bool) -> list[tuple[str, Callable[[], object]]]:
+    """The online log-sum-exp softmin of sciml-ot (both costs, every floating dtype)."""
+    from sciml_ot._kernels import lse
+
+    lse._targets_cuda = lambda x: True  # the CUDA launch configuration, although the tensors live on the CPU
+    cases = []
+    dtypes = (torch.float32, torch.float64) if quick else (torch.float32, torch.float64, torch.bfloat16, torch.float16)
+    for dtype, cost in itertools.product(dtypes, ("sqeuclidean", "euclidean")):
+
+        def case(dtype: torch.dtype = dtype, cost: str = cost) -> None:
+            x, y, h = torch.randn(2, 100, 3).to(dtype), torch.randn(2, 70, 3).to(dtype), torch.randn(2, 70).to(dtype)
+            lse.launch(x, y, h, 0.1, cost)
+
+        cases.append((f"ot softmin {dtype} {cost}", case))
+    return cases
+
+
 def global_accesses(ptx: str) -> Counter[str]:
     """Global loads and stores in ``ptx`` by instruction form (``ld.global.v4.b32``, ``st.global.b16``, ...)."""
     return Counter(re.findall(r"\b(?:ld|st)\.global(?:\.[a-z0-9]+)*", ptx))
@@ -279,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
         return row_vectors(args.arch)
     log = install_fake_driver(args.arch)
     failures = 0
-    cases = evonorm_cases(args.quick) + gaunt_cases(args.quick)
+    cases = evonorm_cases(args.quick) + gaunt_cases(args.quick) + ot_cases(args.quick)
     for name, case in cases:
         try:
             case()
