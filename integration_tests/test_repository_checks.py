@@ -104,3 +104,30 @@ def test_versions_gate_requires_a_range(workspace):
     result = run_tool("check_versions.py", workspace)
     assert result.returncode == 1
     assert "sciml-protocols has no version range" in result.stdout
+
+
+def nested_triton_kernels(root):
+    """``file:line name`` of every ``@triton.jit`` function under ``root`` that is not defined at module level."""
+    import ast
+
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        tree = ast.parse(path.read_text(), filename=str(path))
+        for parent in ast.walk(tree):
+            if isinstance(parent, ast.Module):
+                continue
+            for node in ast.iter_child_nodes(parent):
+                if isinstance(node, ast.FunctionDef) and any("jit" in ast.unparse(d) for d in node.decorator_list):
+                    found.append(f"{path.relative_to(root)}:{node.lineno} {node.name}")
+    return found
+
+
+def test_triton_kernels_are_defined_at_module_level(tmp_path):
+    # Triton 3.2 and 3.3 (PyTorch 2.6 and 2.7) resolve the names a kernel uses through its module's globals: a
+    # kernel defined in a function, next to a local `import triton.language as tl`, fails to compile there with
+    # NameError('tl is not defined'). Kernels live in modules of their own, imported when first launched.
+    for source in sorted((ROOT / "packages").glob("*/src")):  # the shipped code (tests run on CI's Triton)
+        assert nested_triton_kernels(source) == []
+    planted = tmp_path / "closure.py"
+    planted.write_text("def build():\n    import triton\n\n    @triton.jit\n    def kernel(x_ptr):\n        pass\n")
+    assert nested_triton_kernels(tmp_path) == ["closure.py:5 kernel"]
