@@ -452,6 +452,7 @@ def _launch(
         NESTEROV=nesterov,
         IS_F64=state_dtype == torch.float64,
         BLOCK=block,
+        enable_fp_fusion=True,  # explicit: Triton 3.9 warns when it is unset, and 3.10 flips the default
     )
     _apply_kernel[grid](
         params[0],
@@ -469,4 +470,5 @@ def _launch(
         IS_F64=state_dtype == torch.float64,
         BLOCK=block,
         BLOCK_ROWS=block_rows,
+        enable_fp_fusion=True,  # explicit: Triton 3.9 warns when it is unset, and 3.10 flips the default
     )
