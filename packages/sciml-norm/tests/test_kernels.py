@@ -647,6 +647,17 @@ def test_b0_persistent_kernels_need_a_triton_whose_loops_flatten(monkeypatch):
 
     version = tuple(int(part) for part in triton.__version__.split(".")[:2])
     assert fused._loops_flatten() == (version >= (3, 3))
+
+    def range_3_2(arg1, arg2=None, step=None, num_stages=None, loop_unroll_factor=None): ...
+
+    def interpreter_range(arg1, arg2=None, step=None, **kwargs): ...  # the 3.2/3.3 interpreters' (ignores kwargs)
+
+    for stand_in, flattens in ((range_3_2, False), (interpreter_range, True)):
+        monkeypatch.setattr(triton.language, "range", stand_in)
+        fused._loops_flatten.cache_clear()
+        assert fused._loops_flatten() == flattens
+    monkeypatch.undo()
+    fused._loops_flatten.cache_clear()
     plan = fused._plan_for((64, 2048, 7, 7), (100352, 49, 7, 1), True, *fused_args())
     monkeypatch.setattr(fused, "_loops_flatten", lambda: False)
     fused._b0_persistent_plan.cache_clear()

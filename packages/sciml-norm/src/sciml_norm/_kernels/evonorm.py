@@ -381,12 +381,15 @@ def _loops_flatten() -> bool:
     """Whether this Triton's ``tl.range`` takes ``flatten`` (3.3 and later), which B0's persistent kernels pass.
 
     With Triton 3.2 (PyTorch 2.6's) EvoNorm-B0 takes the split passes; S0's persistent kernels need nothing newer.
+    The interpreters of Triton 3.2 and 3.3 replace ``tl.range`` by a function taking ``**kwargs`` (and ignoring
+    them), which counts as taking ``flatten``.
     """
     import inspect
 
     import triton.language as tl
 
-    return "flatten" in inspect.signature(tl.range).parameters
+    parameters = inspect.signature(tl.range).parameters.values()
+    return any(p.name == "flatten" or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
 
 
 def _use_persistent(strategy: str, numel: int, programs: int) -> bool:
