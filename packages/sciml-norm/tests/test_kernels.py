@@ -670,6 +670,9 @@ def test_b0_persistent_kernels_need_a_triton_whose_loops_flatten(monkeypatch):
         monkeypatch.setattr(fused, "STRATEGY", "persistent")
         with pytest.raises(SciMLError, match=r"STRATEGY = 'persistent' needs Triton 3\.3 or later for EvoNorm-B0"):
             fused._b0_persistent(plan)
+        # the interpreter's launch sizes: its loops are Python ranges, so any Triton's interpreter runs them
+        interpreted = fused._plan_for((2, 8, 3, 4), (96, 12, 4, 1), False, *fused_args())
+        assert fused._b0_persistent(interpreted).use
     finally:
         fused._b0_persistent_plan.cache_clear()
 

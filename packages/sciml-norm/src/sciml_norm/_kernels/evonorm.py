@@ -422,7 +422,7 @@ def _b0_persistent_plan(plan: tuple[int, ...], cuda: bool, strategy: str, limits
     block_n = min(_next_pow2(n), max(1, tile // (block_c * block_hw)))
     programs = -(-c // block_c)
     use = _use_persistent(strategy, n * c * hw, programs)
-    if use and not _loops_flatten():
+    if use and cuda and not _loops_flatten():  # (the interpreter runs the loops as Python ranges: any Triton)
         if strategy == "persistent":
             import triton
 
