@@ -843,6 +843,31 @@ def s0_persistent_backward_kernel(
 
 
 @triton.jit
+def _block_start(step, n_blocks, REVERSE: tl.constexpr, BLOCK_N: tl.constexpr):
+    """B0's persistent kernels, second pass: the first sample of block ``step`` of ``n_blocks`` blocks of ``BLOCK_N``.
+
+    With ``REVERSE`` the last block comes first: pass 1 has just read it, so it may still be in L2.
+    """
+    if REVERSE:  # noqa: SIM108 (a statement-level constexpr branch for Triton)
+        nstart = (n_blocks - 1 - step) * BLOCK_N
+    else:
+        nstart = step * BLOCK_N
+    return nstart
+
+
+@triton.jit
+def _sample_rows(nstart, n0, N, c_ok, WIDE: tl.constexpr):
+    """B0's persistent kernels: the samples ``nstart + n0`` of a tile and its (sample, channel) mask.
+
+    The sample indices are 64-bit when ``WIDE`` (some offset reaches 2^31), else 32-bit.
+    """
+    rows = nstart + n0
+    if WIDE:
+        rows = rows.to(tl.int64)
+    return rows, (rows < N)[:, None] & c_ok[None, :]
+
+
+@triton.jit
 def b0_persistent_forward_kernel(
     x_ptr,
     y_ptr,
@@ -905,10 +930,7 @@ def b0_persistent_forward_kernel(
     bm2 = tl.zeros([BLOCK_C], acc)
     done = tl.sum(tl.zeros([BLOCK_C], acc), axis=0)  # samples merged so far
     for nstart in tl.range(0, N, BLOCK_N, num_stages=STAGES, flatten=STAGES > 1):  # pyright: ignore[reportGeneralTypeIssues, reportArgumentType]
-        rows = nstart + n0
-        if WIDE:
-            rows = rows.to(tl.int64)
-        ok = (rows < N)[:, None] & c_ok[None, :]
+        rows, ok = _sample_rows(nstart, n0, N, c_ok, WIDE)
         base = x_ptr + rows[:, None] * sxn + cols[None, :] * sxc
         shift = tl.load(base, mask=ok, other=0.0).to(acc)
         s1 = tl.zeros([BLOCK_N, BLOCK_C], acc)
@@ -964,14 +986,8 @@ def b0_persistent_forward_kernel(
     v = tl.load(v_ptr + cols, mask=c_ok, other=0.0).to(acc)
     n_blocks = tl.cdiv(N, BLOCK_N)
     for step in tl.range(0, n_blocks, num_stages=STAGES, flatten=STAGES > 1):  # pyright: ignore[reportGeneralTypeIssues, reportArgumentType]
-        if REVERSE:  # noqa: SIM108  (last block of samples first: pass 1 has just read it, maybe still in L2)
-            nstart = (n_blocks - 1 - step) * BLOCK_N
-        else:
-            nstart = step * BLOCK_N
-        rows = nstart + n0
-        if WIDE:
-            rows = rows.to(tl.int64)
-        ok = (rows < N)[:, None] & c_ok[None, :]
+        nstart = _block_start(step, n_blocks, REVERSE, BLOCK_N)
+        rows, ok = _sample_rows(nstart, n0, N, c_ok, WIDE)
         istd = tl.load(istd_ptr + rows[:, None] * C + cols[None, :], mask=ok, other=1.0)
         base = x_ptr + rows[:, None] * sxn + cols[None, :] * sxc
         y_base = y_ptr + rows[:, None] * syn + cols[None, :] * syc
@@ -1052,10 +1068,7 @@ def b0_persistent_backward_kernel(
     sum_v = tl.zeros([BLOCK_C], acc)
     sum_l = tl.zeros([BLOCK_C], acc)
     for nstart in tl.range(0, N, BLOCK_N, num_stages=STAGES, flatten=STAGES > 1):  # pyright: ignore[reportGeneralTypeIssues, reportArgumentType]
-        rows = nstart + n0
-        if WIDE:
-            rows = rows.to(tl.int64)
-        ok = (rows < N)[:, None] & c_ok[None, :]
+        rows, ok = _sample_rows(nstart, n0, N, c_ok, WIDE)
         index = rows[:, None] * C + cols[None, :]
         istd = tl.load(istd_ptr + index, mask=ok, other=1.0)
         g_base = g_ptr + rows[:, None] * sgn + cols[None, :] * sgc
@@ -1085,14 +1098,8 @@ def b0_persistent_backward_kernel(
     tl.debug_barrier()  # sum(t gamma) written above, by other threads of this program, is read below
     n_blocks = tl.cdiv(N, BLOCK_N)
     for step in tl.range(0, n_blocks, num_stages=STAGES, flatten=STAGES > 1):  # pyright: ignore[reportGeneralTypeIssues, reportArgumentType]
-        if REVERSE:  # noqa: SIM108  (last block of samples first: pass 1 has just read it, maybe still in L2)
-            nstart = (n_blocks - 1 - step) * BLOCK_N
-        else:
-            nstart = step * BLOCK_N
-        rows = nstart + n0
-        if WIDE:
-            rows = rows.to(tl.int64)
-        ok = (rows < N)[:, None] & c_ok[None, :]
+        nstart = _block_start(step, n_blocks, REVERSE, BLOCK_N)
+        rows, ok = _sample_rows(nstart, n0, N, c_ok, WIDE)
         index = rows[:, None] * C + cols[None, :]
         istd = tl.load(istd_ptr + index, mask=ok, other=1.0)
         imean = tl.load(imean_ptr + index, mask=ok, other=0.0)
