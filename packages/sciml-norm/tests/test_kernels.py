@@ -744,6 +744,39 @@ def test_interpreter_parity_b0(shape, channels_last, training, strategy):
         )
 
 
+# float16 outputs are checked element by element against the eager path in float64 on the same float16 values
+# (inputs and parameters): within half a float16 unit in the last place of the exact result (2^-11 of it), plus
+# F16_NOISE of the output's scale (1 + its largest magnitude) for the float32 arithmetic. That is the error of a
+# correctly rounded result: the kernels compute in float32 and round once, on the store. Rounding one intermediate
+# to float16 (the sigmoid gate, say) breaks it; PyTorch's own float16 eager path, which rounds after every operation,
+# is off by up to 6.5e-2 of the scale on these inputs (B0's dx in evaluation mode).
+F16_NOISE = 1e-6
+
+
+def assert_float16_steps(run, args, noise=F16_NOISE):
+    """``run(backend, *args)`` in float16 through the Triton path, against the eager path in float64 on the same
+    float16 values: float16 outputs, each element correctly rounded up to ``noise`` of its output's scale."""
+    half = [a.half() for a in args]
+    got = run("triton", *half)
+    want = run("torch", *(a.double() for a in half))
+    assert [a.dtype for a in got] == [torch.float16] * len(got)
+    for index, (a, e) in enumerate(zip(got, want, strict=True)):
+        scale = 1.0 + e.abs().max().item()
+        assert_close(a.double(), e, rtol=2.0**-11, atol=noise * scale, msg=f"output {index}")
+
+
+@pytest.mark.interpret
+@needs_interpreter
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize(("shape", "groups"), [CASES[0], CASES[2]])
+def test_interpreter_float16(shape, groups, channels_last, strategy):
+    # float16 input (the kernels read and write float16 and compute in float32), S0 and B0 in both modes
+    args = make(shape, channels_last=channels_last)
+    assert_float16_steps(lambda backend, *a: s0_run(backend, groups, *a), args[:5])
+    for training in (True, False):
+        assert_float16_steps(lambda backend, *a, t=training: b0_run(backend, t, *a), args)
+
+
 def assert_steps_match_torch(x, cot, w, b, v, rv, backward_rtol, mixed_tol):
     """Each Triton step (S0/B0 forward and backward) against the same step in PyTorch operations, every output
     separately: statistics, running variance (training updates it, evaluation leaves it alone), gradients."""
@@ -979,6 +1012,19 @@ def test_cuda_b0_matches_eager(dtype, tol, channels_last, training, shape, strat
     assert got[0].dtype == dtype
     assert_matches(got, reference64(lambda backend, *a: b0_run(backend, training, *a), *args), tol)
     assert_direct_repeat(lambda: b0_run("triton", training, *args), got)
+
+
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("shape", [(8, 64, 28, 28), (16, 96, 7, 7)])
+def test_cuda_float16_matches_eager(channels_last, shape, strategy):
+    # float16 input on CUDA, a few shapes only (each dtype compiles its own kernels within the GPU run's time); the
+    # float32 arithmetic's share is given the float32 tests' tolerance (sums over up to 6272 elements here)
+    args = make(shape, channels_last=channels_last, device="cuda")
+    assert_float16_steps(lambda backend, *a: s0_run(backend, 8, *a), args[:5], noise=1e-5)
+    for training in (True, False):
+        assert_float16_steps(lambda backend, *a, t=training: b0_run(backend, t, *a), args, noise=1e-5)
 
 
 @pytest.mark.gpu
