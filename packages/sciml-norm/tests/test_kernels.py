@@ -1016,11 +1016,10 @@ def test_cuda_b0_matches_eager(dtype, tol, channels_last, training, shape, strat
 
 @pytest.mark.gpu
 @needs_cuda
-@pytest.mark.parametrize("channels_last", [False, True])
-@pytest.mark.parametrize("shape", [(8, 64, 28, 28), (16, 96, 7, 7)])
+@pytest.mark.parametrize(("shape", "channels_last"), [((16, 96, 7, 7), False), ((8, 64, 28, 28), True)])
 def test_cuda_float16_matches_eager(channels_last, shape, strategy):
-    # float16 input on CUDA, a few shapes only (each dtype compiles its own kernels within the GPU run's time); the
-    # float32 arithmetic's share is given the float32 tests' tolerance (sums over up to 6272 elements here)
+    # float16 input on CUDA, two cases per strategy (each dtype compiles its own kernels within the GPU run's time);
+    # the float32 arithmetic's share is given the float32 tests' tolerance (sums over up to 6272 elements here)
     args = make(shape, channels_last=channels_last, device="cuda")
     assert_float16_steps(lambda backend, *a: s0_run(backend, 8, *a), args[:5], noise=1e-5)
     for training in (True, False):
