@@ -142,3 +142,53 @@ def test_triton_kernels_are_defined_at_module_level(tmp_path):
         "        pass\n\n    @torch.jit.script\n    def scripted(x):\n        return x\n"
     )
     assert nested_triton_kernels(tmp_path) == ["closure.py:8 kernel"]
+
+
+PTX = """
+.visible .entry k(
+	.param .u64 k_param_0
+)
+{
+	.reg .b32 	%r<4>;
+$L__func_begin0:
+	.loc	1 10 0
+	ld.param.u64 	%rd1, [k_param_0];
+$L__tmp0:
+	.loc	1 12 4
+	ld.global.b32 	%r1, [%rd1];
+	add.f32 	%r2, %r1, %r1;
+	st.global.b32 	[%rd1], %r2;
+	ret;
+$L__tmp1:
+$L__func_end0:
+}
+	.file	1 "/a/kernels.py"
+	.section	.debug_abbrev
+	{
+.b8 1
+	}
+"""
+
+
+def test_ptx_digest_ignores_debug_information_only():
+    # shared/triton_compile_check.py --ptx-digest: moving kernel code into a @triton.jit helper changes only line
+    # information and inlining labels; the digest must not see those, and must see any change to the code
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("compile_check", ROOT / "shared" / "triton_compile_check.py")
+    assert spec is not None
+    assert spec.loader is not None
+    check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(check)
+    digest = check.ptx_digest(PTX)
+    moved = PTX.replace(".loc\t1 12 4", ".loc\t2 3 8").replace("$L__tmp1:", "$L__tmp1:\n$L__tmp2:")
+    moved = moved.replace('"/a/kernels.py"', '"/b/helpers.py"').replace(".b8 1", ".b8 7")
+    assert check.ptx_digest(moved) == digest
+    assert check.ptx_digest(PTX.replace("add.f32", "mul.f32")) != digest  # another instruction
+    assert check.ptx_digest(PTX.replace("%r<4>", "%r<5>")) != digest  # another register count
+    assert check.ptx_digest(PTX.replace("$L__func_end0", "$L__BB0_1")) != digest  # a branch target stays
+    record = {"triton": "3.9.0", "arch": 90, "launches": [["case a", "k", digest], ["case b", "k", digest]]}
+    assert check.compare_digests(record, record) == 0
+    other = {**record, "launches": [["case a", "k", digest], ["case b", "k", "0" * 64]]}
+    assert check.compare_digests(other, record) == 1
+    assert check.compare_digests({**record, "launches": record["launches"][:1]}, record) == 1  # one launch fewer

@@ -3,6 +3,7 @@
 Usage (repository root; any machine, no GPU or driver needed: Triton's wheel carries ptxas)::
 
     uv run python shared/triton_compile_check.py [--arch 90] [--quick]
+    uv run python shared/triton_compile_check.py --ptx-digest after.json [--against before.json] [--quick]
     uv run python shared/triton_compile_check.py --row-vectors
 
 
@@ -13,6 +14,12 @@ The outputs are never computed, so this checks what the Triton interpreter canno
 (dtype, memory layout, block sizes chosen for CUDA) is accepted by the CUDA compiler (types of scalars and
 intrinsics, shared-memory and register limits). Numerics stay the job of the interpreter parity tests and of the
 GPU tests. Exit status 1 when any compilation fails.
+
+``--ptx-digest OUT.json`` also writes, for every launch of the cases in order, the case, the kernel and a digest
+of its PTX without debug information (``.loc``/``.file`` lines, the DWARF sections, and the ``$L__tmp`` labels that
+inlining a ``@triton.jit`` helper adds). ``--against OLD.json`` compares the digests with an earlier run's, launch by
+launch, and exits with status 1 on any difference: run it before and after a change to the kernels' source that
+should not change their code (moving code into a helper, say) with the same Triton version.
 
 ``--row-vectors`` instead compiles the EvoNorm kernels of both strategies for NCHW input at ResNet-50's 14x14 stage
 (64x1024x14x14, float32 and bfloat16) with the row-alignment hints (``_STRIDE_HINTS``) on and off, and counts the
@@ -33,6 +40,7 @@ import sys
 import traceback
 from collections import Counter
 from collections.abc import Callable, MutableSequence
+from pathlib import Path
 from typing import Any
 
 os.environ.pop("TRITON_INTERPRET", None)
@@ -212,6 +220,36 @@ def global_accesses(ptx: str) -> Counter[str]:
     return Counter(re.findall(r"\b(?:ld|st)\.global(?:\.[a-z0-9]+)*", ptx))
 
 
+def ptx_digest(ptx: str) -> str:
+    """SHA-256 of ``ptx``'s code: without debug information (``.loc`` and ``.file`` lines, comments, the DWARF
+    sections) and without the ``$L__tmp`` labels that inlining a ``@triton.jit`` helper adds and the debug
+    information refers to; the instructions, registers, labels of branches and directives stay."""
+    code = re.split(r"^\s*\.section\s+\.debug", ptx, maxsplit=1, flags=re.MULTILINE)[0]
+    lines = []
+    for line in code.splitlines():
+        text = line.strip()
+        if not text or text.startswith((".loc", ".file", "//")) or re.fullmatch(r"\$L__tmp\d+:", text):
+            continue
+        lines.append(text)
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
+
+
+def compare_digests(new: dict[str, Any], old: dict[str, Any]) -> int:
+    """Prints how two ``--ptx-digest`` runs differ, launch by launch; returns the number of differences."""
+    if (new["triton"], new["arch"]) != (old["triton"], old["arch"]):
+        print(f"note: Triton {old['triton']} sm_{old['arch']} before, {new['triton']} sm_{new['arch']} now")
+    before, after = old["launches"], new["launches"]
+    differences = [(i, a, b) for i, (a, b) in enumerate(zip(before, after, strict=False)) if a != b]
+    for index, a, b in differences[:20]:
+        what = f"{a[0]} / {a[1]}" if a[:2] == b[:2] else f"{a[0]} / {a[1]} before, {b[0]} / {b[1]} now"
+        print(f"DIFFERS launch {index}: {what}")
+    if len(before) != len(after):
+        print(f"DIFFERS: {len(before)} launches before, {len(after)} now")
+    count = len(differences) + (len(before) != len(after))
+    print(f"{min(len(before), len(after))} launches compared: {len(differences)} with other PTX")
+    return count
+
+
 FINALIZE_KERNELS = ("s0_group_kernel", "s0_grad_kernel", "b0_batch_kernel", "b0_grad_kernel")
 
 
@@ -298,18 +336,45 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--arch", type=int, default=90, help="compute capability x 10 (default 90)")
     parser.add_argument("--quick", action="store_true", help="fewer shapes and degrees")
     parser.add_argument("--row-vectors", action="store_true", help="check the row-alignment hints' vector loads")
+    parser.add_argument("--ptx-digest", type=Path, default=None, help="write a digest of every launch's PTX (JSON)")
+    parser.add_argument("--against", type=Path, default=None, help="with --ptx-digest: compare with an earlier one")
     args = parser.parse_args(argv)
     if args.row_vectors:
         return row_vectors(args.arch)
+    if args.against is not None and args.ptx_digest is None:
+        parser.error("--against needs --ptx-digest")
     log = install_fake_driver(args.arch)
+    digests: list[tuple[str, str, str]] = []
+    current = [""]
+    if args.ptx_digest is not None:
+        from triton.runtime.jit import JITFunction
+
+        compile_only = JITFunction.run
+
+        def keep(self: Any, *a: Any, **kw: Any) -> Any:
+            kernel = compile_only(self, *a, **kw)
+            digests.append((current[0], self.fn.__name__, ptx_digest(kernel.asm["ptx"])))
+            return kernel
+
+        JITFunction.run = keep  # pyright: ignore[reportAttributeAccessIssue]
     failures = 0
     cases = evonorm_cases(args.quick) + gaunt_cases(args.quick) + ot_cases(args.quick)
     for name, case in cases:
+        current[0] = name
         try:
             case()
         except Exception:
             failures += 1
             print(f"FAILED {name}\n{traceback.format_exc(limit=3)}")
+    if args.ptx_digest is not None:
+        import json
+
+        import triton
+
+        record = {"triton": triton.__version__, "arch": args.arch, "launches": [list(d) for d in digests]}
+        args.ptx_digest.write_text(json.dumps(record, indent=0))
+        if args.against is not None:
+            failures += compare_digests(record, json.loads(args.against.read_text()))
     kernels = sorted({name for name, _ in log})
     print(f"{len(cases)} cases, {len(log)} launches compiled for sm_{args.arch} ({len(kernels)} kernels: "
           f"{', '.join(kernels)}); largest shared memory {max((s for _, s in log), default=0)} bytes; "
