@@ -33,6 +33,45 @@ __all__ = [
 
 
 @triton.jit
+def _aligned(value, ALIGN: tl.constexpr):
+    """``value`` (H*W or a row stride, in elements) rounded down to a multiple of ``ALIGN``.
+
+    ``ALIGN`` divides it (:func:`sciml_norm._kernels.evonorm._stride_align`), so no value changes, but from it
+    Triton's analysis proves the per-(n, c) rows aligned and their masks whole vectors, and reads them in vectors.
+    ``ALIGN`` 1 adds nothing.
+    """
+    if ALIGN > 1:
+        value = (value // ALIGN) * ALIGN
+    return value
+
+
+@triton.jit
+def _sample_channels(index, n_cblocks, C, BLOCK_C: tl.constexpr):
+    """The split kernels' tile ``index``: its sample ``n`` (64-bit), its channels ``cols`` and their mask.
+
+    A sample's tiles are ``n_cblocks`` blocks of ``BLOCK_C`` channels.
+    """
+    n = (index // n_cblocks).to(tl.int64)
+    cols = (index % n_cblocks) * BLOCK_C + tl.arange(0, BLOCK_C)
+    return n, cols, cols < C
+
+
+@triton.jit
+def _element_tile(n_cblocks, n_hwblocks, C, BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr):
+    """An element-wise split kernel's tile: sample ``n`` (64-bit), channels ``cols``, positions ``hw``, channel mask.
+
+    A sample's tiles are ``n_cblocks`` blocks of ``BLOCK_C`` channels, each in ``n_hwblocks`` blocks of ``BLOCK_HW``
+    positions.
+    """
+    pid = tl.program_id(0)
+    rest = pid // n_hwblocks
+    n = (rest // n_cblocks).to(tl.int64)
+    cols = (rest % n_cblocks) * BLOCK_C + tl.arange(0, BLOCK_C)
+    hw = (pid % n_hwblocks) * BLOCK_HW + tl.arange(0, BLOCK_HW)
+    return n, cols, hw, cols < C
+
+
+@triton.jit
 def stats_kernel(
     x_ptr,
     mean_ptr,
@@ -48,14 +87,10 @@ def stats_kernel(
     BLOCK_C: tl.constexpr,
     BLOCK_HW: tl.constexpr,
 ):
-    if ALIGN > 1:  # H*W and the row strides are multiples of ALIGN (_stride_align): vector loads
-        HW = (HW // ALIGN) * ALIGN
-        sxn = (sxn // ALIGN) * ALIGN
-        sxc = (sxc // ALIGN) * ALIGN
+    HW = _aligned(HW, ALIGN)  # H*W and the row strides: multiples of ALIGN, for vector loads
+    sxn, sxc = _aligned(sxn, ALIGN), _aligned(sxc, ALIGN)
     pid = tl.program_id(0)
-    n = (pid // n_cblocks).to(tl.int64)
-    cols = (pid % n_cblocks) * BLOCK_C + tl.arange(0, BLOCK_C)
-    c_ok = cols < C
+    n, cols, c_ok = _sample_channels(pid, n_cblocks, C, BLOCK_C)
     hw0 = tl.arange(0, BLOCK_HW)
     acc = mean_ptr.dtype.element_ty
     row = x_ptr + n * sxn + cols * sxc
@@ -145,18 +180,10 @@ def s0_forward_kernel(
     BLOCK_C: tl.constexpr,
     BLOCK_HW: tl.constexpr,
 ):
-    if ALIGN > 1:  # H*W and the row strides are multiples of ALIGN (_stride_align): vector loads
-        HW = (HW // ALIGN) * ALIGN
-        sxn = (sxn // ALIGN) * ALIGN
-        sxc = (sxc // ALIGN) * ALIGN
-        syn = (syn // ALIGN) * ALIGN
-        syc = (syc // ALIGN) * ALIGN
-    pid = tl.program_id(0)
-    rest = pid // n_hwblocks
-    n = (rest // n_cblocks).to(tl.int64)
-    cols = (rest % n_cblocks) * BLOCK_C + tl.arange(0, BLOCK_C)
-    hw = (pid % n_hwblocks) * BLOCK_HW + tl.arange(0, BLOCK_HW)
-    c_ok = cols < C
+    HW = _aligned(HW, ALIGN)  # H*W and the row strides: multiples of ALIGN, for vector loads
+    sxn, sxc = _aligned(sxn, ALIGN), _aligned(sxc, ALIGN)
+    syn, syc = _aligned(syn, ALIGN), _aligned(syc, ALIGN)
+    n, cols, hw, c_ok = _element_tile(n_cblocks, n_hwblocks, C, BLOCK_C, BLOCK_HW)
     mask = c_ok[:, None] & (hw < HW)[None, :]
     acc = rstd_ptr.dtype.element_ty
     w = tl.load(w_ptr + cols, mask=c_ok, other=0.0).to(acc)
@@ -188,16 +215,11 @@ def s0_reduce_kernel(
     BLOCK_C: tl.constexpr,
     BLOCK_HW: tl.constexpr,
 ):
-    if ALIGN > 1:  # H*W and the row strides are multiples of ALIGN (_stride_align): vector loads
-        HW = (HW // ALIGN) * ALIGN
-        sgn = (sgn // ALIGN) * ALIGN
-        sgc = (sgc // ALIGN) * ALIGN
-        sxn = (sxn // ALIGN) * ALIGN
-        sxc = (sxc // ALIGN) * ALIGN
+    HW = _aligned(HW, ALIGN)  # H*W and the row strides: multiples of ALIGN, for vector loads
+    sgn, sgc = _aligned(sgn, ALIGN), _aligned(sgc, ALIGN)
+    sxn, sxc = _aligned(sxn, ALIGN), _aligned(sxc, ALIGN)
     pid = tl.program_id(0)
-    n = (pid // n_cblocks).to(tl.int64)
-    cols = (pid % n_cblocks) * BLOCK_C + tl.arange(0, BLOCK_C)
-    c_ok = cols < C
+    n, cols, c_ok = _sample_channels(pid, n_cblocks, C, BLOCK_C)
     hw0 = tl.arange(0, BLOCK_HW)
     acc = sums_ptr.dtype.element_ty
     v = tl.load(v_ptr + cols, mask=c_ok, other=0.0).to(acc)
@@ -315,20 +337,11 @@ def s0_dx_kernel(
     BLOCK_C: tl.constexpr,
     BLOCK_HW: tl.constexpr,
 ):
-    if ALIGN > 1:  # H*W and the row strides are multiples of ALIGN (_stride_align): vector loads
-        HW = (HW // ALIGN) * ALIGN
-        sgn = (sgn // ALIGN) * ALIGN
-        sgc = (sgc // ALIGN) * ALIGN
-        sxn = (sxn // ALIGN) * ALIGN
-        sxc = (sxc // ALIGN) * ALIGN
-        sdn = (sdn // ALIGN) * ALIGN
-        sdc = (sdc // ALIGN) * ALIGN
-    pid = tl.program_id(0)
-    rest = pid // n_hwblocks
-    n = (rest // n_cblocks).to(tl.int64)
-    cols = (rest % n_cblocks) * BLOCK_C + tl.arange(0, BLOCK_C)
-    hw = (pid % n_hwblocks) * BLOCK_HW + tl.arange(0, BLOCK_HW)
-    c_ok = cols < C
+    HW = _aligned(HW, ALIGN)  # H*W and the row strides: multiples of ALIGN, for vector loads
+    sgn, sgc = _aligned(sgn, ALIGN), _aligned(sgc, ALIGN)
+    sxn, sxc = _aligned(sxn, ALIGN), _aligned(sxc, ALIGN)
+    sdn, sdc = _aligned(sdn, ALIGN), _aligned(sdc, ALIGN)
+    n, cols, hw, c_ok = _element_tile(n_cblocks, n_hwblocks, C, BLOCK_C, BLOCK_HW)
     mask = c_ok[:, None] & (hw < HW)[None, :]
     acc = rstd_ptr.dtype.element_ty
     w = tl.load(w_ptr + cols, mask=c_ok, other=0.0).to(acc)
@@ -448,18 +461,10 @@ def b0_forward_kernel(
     BLOCK_C: tl.constexpr,
     BLOCK_HW: tl.constexpr,
 ):
-    if ALIGN > 1:  # H*W and the row strides are multiples of ALIGN (_stride_align): vector loads
-        HW = (HW // ALIGN) * ALIGN
-        sxn = (sxn // ALIGN) * ALIGN
-        sxc = (sxc // ALIGN) * ALIGN
-        syn = (syn // ALIGN) * ALIGN
-        syc = (syc // ALIGN) * ALIGN
-    pid = tl.program_id(0)
-    rest = pid // n_hwblocks
-    n = (rest // n_cblocks).to(tl.int64)
-    cols = (rest % n_cblocks) * BLOCK_C + tl.arange(0, BLOCK_C)
-    hw = (pid % n_hwblocks) * BLOCK_HW + tl.arange(0, BLOCK_HW)
-    c_ok = cols < C
+    HW = _aligned(HW, ALIGN)  # H*W and the row strides: multiples of ALIGN, for vector loads
+    sxn, sxc = _aligned(sxn, ALIGN), _aligned(sxc, ALIGN)
+    syn, syc = _aligned(syn, ALIGN), _aligned(syc, ALIGN)
+    n, cols, hw, c_ok = _element_tile(n_cblocks, n_hwblocks, C, BLOCK_C, BLOCK_HW)
     mask = c_ok[:, None] & (hw < HW)[None, :]
     acc = istd_ptr.dtype.element_ty
     w = tl.load(w_ptr + cols, mask=c_ok, other=0.0).to(acc)
@@ -496,16 +501,11 @@ def b0_reduce_kernel(
     BLOCK_C: tl.constexpr,
     BLOCK_HW: tl.constexpr,
 ):
-    if ALIGN > 1:  # H*W and the row strides are multiples of ALIGN (_stride_align): vector loads
-        HW = (HW // ALIGN) * ALIGN
-        sgn = (sgn // ALIGN) * ALIGN
-        sgc = (sgc // ALIGN) * ALIGN
-        sxn = (sxn // ALIGN) * ALIGN
-        sxc = (sxc // ALIGN) * ALIGN
+    HW = _aligned(HW, ALIGN)  # H*W and the row strides: multiples of ALIGN, for vector loads
+    sgn, sgc = _aligned(sgn, ALIGN), _aligned(sgc, ALIGN)
+    sxn, sxc = _aligned(sxn, ALIGN), _aligned(sxc, ALIGN)
     pid = tl.program_id(0)
-    n = (pid // n_cblocks).to(tl.int64)
-    cols = (pid % n_cblocks) * BLOCK_C + tl.arange(0, BLOCK_C)
-    c_ok = cols < C
+    n, cols, c_ok = _sample_channels(pid, n_cblocks, C, BLOCK_C)
     hw0 = tl.arange(0, BLOCK_HW)
     acc = istd_ptr.dtype.element_ty
     w = tl.load(w_ptr + cols, mask=c_ok, other=0.0).to(acc)
@@ -618,20 +618,11 @@ def b0_dx_kernel(
     BLOCK_C: tl.constexpr,
     BLOCK_HW: tl.constexpr,
 ):
-    if ALIGN > 1:  # H*W and the row strides are multiples of ALIGN (_stride_align): vector loads
-        HW = (HW // ALIGN) * ALIGN
-        sgn = (sgn // ALIGN) * ALIGN
-        sgc = (sgc // ALIGN) * ALIGN
-        sxn = (sxn // ALIGN) * ALIGN
-        sxc = (sxc // ALIGN) * ALIGN
-        sdn = (sdn // ALIGN) * ALIGN
-        sdc = (sdc // ALIGN) * ALIGN
-    pid = tl.program_id(0)
-    rest = pid // n_hwblocks
-    n = (rest // n_cblocks).to(tl.int64)
-    cols = (rest % n_cblocks) * BLOCK_C + tl.arange(0, BLOCK_C)
-    hw = (pid % n_hwblocks) * BLOCK_HW + tl.arange(0, BLOCK_HW)
-    c_ok = cols < C
+    HW = _aligned(HW, ALIGN)  # H*W and the row strides: multiples of ALIGN, for vector loads
+    sgn, sgc = _aligned(sgn, ALIGN), _aligned(sgc, ALIGN)
+    sxn, sxc = _aligned(sxn, ALIGN), _aligned(sxc, ALIGN)
+    sdn, sdc = _aligned(sdn, ALIGN), _aligned(sdc, ALIGN)
+    n, cols, hw, c_ok = _element_tile(n_cblocks, n_hwblocks, C, BLOCK_C, BLOCK_HW)
     mask = c_ok[:, None] & (hw < HW)[None, :]
     acc = istd_ptr.dtype.element_ty
     w = tl.load(w_ptr + cols, mask=c_ok, other=0.0).to(acc)
@@ -684,13 +675,9 @@ def s0_persistent_forward_kernel(
     # one program per (n, g): the group's statistics (per-channel shifted sums, merged over blocks of channels
     # by Chan's formula), then the output of the same C/G x HW elements (read again, mostly from L2).
     # stats_ptr: the (N, G) means, then the (N, G) inverse standard deviations
-    if ALIGN > 1:  # H*W and the row strides are multiples of ALIGN (_stride_align): saying so lets the
-        # compiler prove rows aligned and masks whole, for vector loads (exact: no value changes)
-        HW = (HW // ALIGN) * ALIGN
-        sxn = (sxn // ALIGN) * ALIGN
-        sxc = (sxc // ALIGN) * ALIGN
-        syn = (syn // ALIGN) * ALIGN
-        syc = (syc // ALIGN) * ALIGN
+    HW = _aligned(HW, ALIGN)  # H*W and the row strides: multiples of ALIGN, for vector loads
+    sxn, sxc = _aligned(sxn, ALIGN), _aligned(sxc, ALIGN)
+    syn, syc = _aligned(syn, ALIGN), _aligned(syc, ALIGN)
     pid = tl.program_id(0)
     n = (pid // G).to(tl.int64)
     first = (pid % G) * CPG
@@ -780,15 +767,10 @@ def s0_persistent_backward_kernel(
 ):
     # one program per (n, g): the per-channel partials of the parameter gradients (summed over n afterwards)
     # and the group's coefficient, kept in registers for the second pass that writes dx
-    if ALIGN > 1:  # H*W and the row strides are multiples of ALIGN (_stride_align): saying so lets the
-        # compiler prove rows aligned and masks whole, for vector loads (exact: no value changes)
-        HW = (HW // ALIGN) * ALIGN
-        sgn = (sgn // ALIGN) * ALIGN
-        sgc = (sgc // ALIGN) * ALIGN
-        sxn = (sxn // ALIGN) * ALIGN
-        sxc = (sxc // ALIGN) * ALIGN
-        sdn = (sdn // ALIGN) * ALIGN
-        sdc = (sdc // ALIGN) * ALIGN
+    HW = _aligned(HW, ALIGN)  # H*W and the row strides: multiples of ALIGN, for vector loads
+    sgn, sgc = _aligned(sgn, ALIGN), _aligned(sgc, ALIGN)
+    sxn, sxc = _aligned(sxn, ALIGN), _aligned(sxc, ALIGN)
+    sdn, sdc = _aligned(sdn, ALIGN), _aligned(sdc, ALIGN)
     pid = tl.program_id(0)
     n = (pid // G).to(tl.int64)
     first = (pid % G) * CPG
@@ -909,13 +891,9 @@ def b0_persistent_forward_kernel(
     # holds, one after the other: instance mean (N, C), instance std (N, C), batch mean, left, batch var (C,).
     # Offsets are 32-bit unless WIDE (some offset, padding lanes included, reaches 2^31): the per-(n, c)
     # pointers of a tile are most of its registers
-    if ALIGN > 1:  # H*W and the row strides are multiples of ALIGN (_stride_align): saying so lets the
-        # compiler prove rows aligned and masks whole, for vector loads (exact: no value changes)
-        HW = (HW // ALIGN) * ALIGN
-        sxn = (sxn // ALIGN) * ALIGN
-        sxc = (sxc // ALIGN) * ALIGN
-        syn = (syn // ALIGN) * ALIGN
-        syc = (syc // ALIGN) * ALIGN
+    HW = _aligned(HW, ALIGN)  # H*W and the row strides: multiples of ALIGN, for vector loads
+    sxn, sxc = _aligned(sxn, ALIGN), _aligned(sxc, ALIGN)
+    syn, syc = _aligned(syn, ALIGN), _aligned(syc, ALIGN)
     imean_ptr = stats_ptr
     istd_ptr = stats_ptr + N * C
     bmean_ptr = stats_ptr + 2 * N * C
@@ -1042,15 +1020,10 @@ def b0_persistent_backward_kernel(
     # parameter gradients and the batch coefficient) in registers and writes sum(t gamma) per (n, c); pass 2
     # reads that back and writes dx. The statistics may live in one buffer (the forward's), at the offsets
     # given; grads_ptr takes the weight, bias and v gradients one after the other
-    if ALIGN > 1:  # H*W and the row strides are multiples of ALIGN (_stride_align): saying so lets the
-        # compiler prove rows aligned and masks whole, for vector loads (exact: no value changes)
-        HW = (HW // ALIGN) * ALIGN
-        sgn = (sgn // ALIGN) * ALIGN
-        sgc = (sgc // ALIGN) * ALIGN
-        sxn = (sxn // ALIGN) * ALIGN
-        sxc = (sxc // ALIGN) * ALIGN
-        sdn = (sdn // ALIGN) * ALIGN
-        sdc = (sdc // ALIGN) * ALIGN
+    HW = _aligned(HW, ALIGN)  # H*W and the row strides: multiples of ALIGN, for vector loads
+    sgn, sgc = _aligned(sgn, ALIGN), _aligned(sgc, ALIGN)
+    sxn, sxc = _aligned(sxn, ALIGN), _aligned(sxc, ALIGN)
+    sdn, sdc = _aligned(sdn, ALIGN), _aligned(sdc, ALIGN)
     imean_ptr += imean_offset
     istd_ptr += istd_offset
     bmean_ptr += bmean_offset
