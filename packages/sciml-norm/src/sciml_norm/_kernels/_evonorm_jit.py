@@ -72,6 +72,58 @@ def _element_tile(n_cblocks, n_hwblocks, C, BLOCK_C: tl.constexpr, BLOCK_HW: tl.
 
 
 @triton.jit
+def _sqrt(value, F64: tl.constexpr):
+    """The square root, correctly rounded: ``tl.sqrt`` is the fast approximation in float32, not in float64."""
+    if F64:  # noqa: SIM108 (a statement-level constexpr branch for Triton)
+        root = tl.sqrt(value)
+    else:
+        root = tl.sqrt_rn(value)
+    return root
+
+
+@triton.jit
+def _merge(mean, m2, count, block_mean, block_m2, block_count, HW):
+    """Chan et al.'s pairwise update of a mean and a sum of squared deviations; returns mean, m2 and count.
+
+    ``mean`` and ``m2`` describe ``count`` rows of ``HW`` values, ``block_mean`` and ``block_m2`` a block of
+    ``block_count`` more rows.
+    """
+    delta = block_mean - mean
+    total = count + block_count
+    mean += delta * (block_count / total)
+    m2 += block_m2 + delta * delta * (HW * count * block_count / total)
+    count += block_count
+    return mean, m2, count
+
+
+@triton.jit
+def _b0_max(left, right):
+    """B0's denominator ``d = max(left, right)`` and the share ``t`` of its gradient that goes to ``right``.
+
+    ``t`` is 1, 0, or 1/2 at a tie, as in the backward of ``torch.maximum``.
+    """
+    d = tl.maximum(left, right)
+    t = tl.where(right > left, 1.0, tl.where(right == left, 0.5, 0.0))
+    return d, t
+
+
+@triton.jit
+def _update_running(rv_ptr, cols, c_ok, bvar, keep_hi, keep_lo, add_hi, add_lo, UPDATE_F64: tl.constexpr):
+    """B0's running-variance update ``r <- (1 - m) r + m n/(n-1) var``, stored in place.
+
+    The factors come split in two floats each; the update is done in float64 when either side is float64.
+    """
+    if UPDATE_F64:
+        rv = tl.load(rv_ptr + cols, mask=c_ok, other=0.0).to(tl.float64)
+        bv = bvar.to(tl.float64)
+        new = rv * keep_hi + rv * keep_lo + (bv * add_hi + bv * add_lo)
+    else:
+        rv = tl.load(rv_ptr + cols, mask=c_ok, other=0.0).to(tl.float32)
+        new = rv * keep_hi + bvar * add_hi
+    tl.store(rv_ptr + cols, new.to(rv_ptr.dtype.element_ty), mask=c_ok)
+
+
+@triton.jit
 def stats_kernel(
     x_ptr,
     mean_ptr,
@@ -148,10 +200,7 @@ def s0_group_kernel(
         m2 += tl.load(stats_ptr + NC + index, mask=mask, other=0.0)
         dev2 += dev * dev
     var = (tl.sum(m2, axis=1) + HW * tl.sum(dev2, axis=1)) / (HW * CPG)
-    if F64:  # noqa: SIM108 (a statement-level constexpr branch for Triton)
-        rstd = 1.0 / tl.sqrt(var + eps_hi + eps_lo)
-    else:  # correctly rounded (tl.sqrt is the fast approximation in float32)
-        rstd = 1.0 / tl.sqrt_rn(var + eps_hi + eps_lo)
+    rstd = 1.0 / _sqrt(var + eps_hi + eps_lo, F64)
     tl.store(mean_ptr + rows, mean, mask=r_ok)
     tl.store(rstd_ptr + rows, rstd, mask=r_ok)
 
@@ -404,37 +453,21 @@ def b0_batch_kernel(
             q = tl.load(istd_ptr + index, mask=mask, other=0.0)
             m2 += q
             dev2 += dev * dev
-            if F64:
-                tl.store(istd_ptr + index, tl.sqrt(q / HW + eps_hi + eps_lo), mask=mask)
-            else:
-                tl.store(istd_ptr + index, tl.sqrt_rn(q / HW + eps_hi + eps_lo), mask=mask)
+            tl.store(istd_ptr + index, _sqrt(q / HW + eps_hi + eps_lo, F64), mask=mask)
         bvar = (tl.sum(m2, axis=0) + HW * tl.sum(dev2, axis=0)) / (N * HW)
-        if UPDATE:  # r <- (1 - m) r + m n/(n-1) var, in float64 when either side is float64
-            if UPDATE_F64:
-                rv = tl.load(rv_ptr + cols, mask=c_ok, other=0.0).to(tl.float64)
-                bv = bvar.to(tl.float64)
-                new = rv * keep_hi + rv * keep_lo + (bv * add_hi + bv * add_lo)
-            else:
-                rv = tl.load(rv_ptr + cols, mask=c_ok, other=0.0).to(tl.float32)
-                new = rv * keep_hi + bvar * add_hi
-            tl.store(rv_ptr + cols, new.to(rv_ptr.dtype.element_ty), mask=c_ok)
+        if UPDATE:
+            _update_running(rv_ptr, cols, c_ok, bvar, keep_hi, keep_lo, add_hi, add_lo, UPDATE_F64)
     else:
         for start in range(0, N, BLOCK_N):
             rows = (start + n0).to(tl.int64)
             mask = (rows < N)[:, None] & c_ok[None, :]
             index = rows[:, None] * C + cols[None, :]
             q = tl.load(istd_ptr + index, mask=mask, other=0.0)
-            if F64:
-                tl.store(istd_ptr + index, tl.sqrt(q / HW + eps_hi + eps_lo), mask=mask)
-            else:
-                tl.store(istd_ptr + index, tl.sqrt_rn(q / HW + eps_hi + eps_lo), mask=mask)
+            tl.store(istd_ptr + index, _sqrt(q / HW + eps_hi + eps_lo, F64), mask=mask)
         bmean = tl.zeros([BLOCK_C], acc)
         bvar = tl.load(rv_ptr + cols, mask=c_ok, other=1.0).to(acc)
     tl.store(bmean_ptr + cols, bmean, mask=c_ok)
-    if F64:
-        tl.store(left_ptr + cols, tl.sqrt(bvar + eps_hi + eps_lo), mask=c_ok)
-    else:
-        tl.store(left_ptr + cols, tl.sqrt_rn(bvar + eps_hi + eps_lo), mask=c_ok)
+    tl.store(left_ptr + cols, _sqrt(bvar + eps_hi + eps_lo, F64), mask=c_ok)
     tl.store(bvar_ptr + cols, bvar, mask=c_ok)
 
 
@@ -525,8 +558,7 @@ def b0_reduce_kernel(
         g = tl.load(g_row[:, None] + hw[None, :] * sghw, mask=mask, other=0.0).to(acc)
         x = tl.load(x_row[:, None] + hw[None, :] * sxhw, mask=mask, other=0.0).to(acc)
         right = v[:, None] * x + istd[:, None]
-        d = tl.maximum(left[:, None], right)
-        t = tl.where(right > left[:, None], 1.0, tl.where(right == left[:, None], 0.5, 0.0))
+        d, t = _b0_max(left[:, None], right)
         gxq = g * x / d
         gamma = -gxq * w[:, None] / d  # dL/dd
         sum_g += g
@@ -634,8 +666,7 @@ def b0_dx_kernel(
     g = tl.load(g_ptr + n * sgn + cols[:, None] * sgc + hw[None, :] * sghw, mask=mask, other=0.0).to(acc)
     x = tl.load(x_ptr + n * sxn + cols[:, None] * sxc + hw[None, :] * sxhw, mask=mask, other=0.0).to(acc)
     right = v[:, None] * x + istd[:, None]
-    d = tl.maximum(left[:, None], right)
-    t = tl.where(right > left[:, None], 1.0, tl.where(right == left[:, None], 0.5, 0.0))
+    d, t = _b0_max(left[:, None], right)
     gw = g * w[:, None] / d
     dx = gw - t * gw * x / d * v[:, None] + icoef[:, None] * (x - imean[:, None])
     if TRAINING:
@@ -707,16 +738,9 @@ def s0_persistent_forward_kernel(
         bmean = tl.sum(tl.where(k_ok, cmean, 0.0), axis=0) / count
         bdev = tl.where(k_ok, cmean - bmean, 0.0)
         bm2 = tl.sum(tl.where(k_ok, cm2, 0.0), axis=0) + HW * tl.sum(bdev * bdev, axis=0)
-        delta = bmean - gmean
-        total = done + count
-        gmean += delta * (count / total)
-        gm2 += bm2 + delta * delta * (HW * done * count / total)
-        done += count
+        gmean, gm2, done = _merge(gmean, gm2, done, bmean, bm2, count, HW)
     var = gm2 / (CPG * HW)
-    if F64:  # noqa: SIM108
-        rstd = 1.0 / tl.sqrt(var + eps_hi + eps_lo)
-    else:
-        rstd = 1.0 / tl.sqrt_rn(var + eps_hi + eps_lo)
+    rstd = 1.0 / _sqrt(var + eps_hi + eps_lo, F64)
     tl.store(stats_ptr + pid, gmean)
     tl.store(stats_ptr + tl.num_programs(0) + pid, rstd)
     y_row = y_ptr + n * syn
@@ -924,37 +948,20 @@ def b0_persistent_forward_kernel(
         im2 = tl.maximum(s2 - s1 * (s1 / HW), 0.0)
         index = rows[:, None] * C + cols[None, :]
         tl.store(imean_ptr + index, imean, mask=ok)
-        if F64:
-            tl.store(istd_ptr + index, tl.sqrt(im2 / HW + eps_hi + eps_lo), mask=ok)
-        else:
-            tl.store(istd_ptr + index, tl.sqrt_rn(im2 / HW + eps_hi + eps_lo), mask=ok)
+        tl.store(istd_ptr + index, _sqrt(im2 / HW + eps_hi + eps_lo, F64), mask=ok)
         if TRAINING:
             count = tl.minimum(N - nstart, BLOCK_N).to(acc)
             block_mean = tl.sum(tl.where(ok, imean, 0.0), axis=0) / count
             bdev = tl.where(ok, imean - block_mean[None, :], 0.0)
             block_m2 = tl.sum(tl.where(ok, im2, 0.0), axis=0) + HW * tl.sum(bdev * bdev, axis=0)
-            delta = block_mean - bmean
-            total = done + count
-            bmean += delta * (count / total)
-            bm2 += block_m2 + delta * delta * (HW * done * count / total)
-            done += count
+            bmean, bm2, done = _merge(bmean, bm2, done, block_mean, block_m2, count, HW)
     if TRAINING:
         bvar = bm2 / (N * HW)
-        if UPDATE:  # r <- (1 - m) r + m n/(n-1) var, in float64 when either side is float64
-            if UPDATE_F64:
-                rv = tl.load(rv_ptr + cols, mask=c_ok, other=0.0).to(tl.float64)
-                bv = bvar.to(tl.float64)
-                new = rv * keep_hi + rv * keep_lo + (bv * add_hi + bv * add_lo)
-            else:
-                rv = tl.load(rv_ptr + cols, mask=c_ok, other=0.0).to(tl.float32)
-                new = rv * keep_hi + bvar * add_hi
-            tl.store(rv_ptr + cols, new.to(rv_ptr.dtype.element_ty), mask=c_ok)
+        if UPDATE:
+            _update_running(rv_ptr, cols, c_ok, bvar, keep_hi, keep_lo, add_hi, add_lo, UPDATE_F64)
     else:
         bvar = tl.load(rv_ptr + cols, mask=c_ok, other=1.0).to(acc)
-    if F64:  # noqa: SIM108
-        left = tl.sqrt(bvar + eps_hi + eps_lo)
-    else:
-        left = tl.sqrt_rn(bvar + eps_hi + eps_lo)
+    left = _sqrt(bvar + eps_hi + eps_lo, F64)
     tl.store(bmean_ptr + cols, bmean, mask=c_ok)
     tl.store(left_ptr + cols, left, mask=c_ok)
     tl.store(bvar_ptr + cols, bvar, mask=c_ok)
@@ -1053,8 +1060,7 @@ def b0_persistent_backward_kernel(
             g = tl.load(g_base[:, :, None] + hw[None, None, :] * sghw, mask=mask, other=0.0).to(acc)
             x = tl.load(x_base[:, :, None] + hw[None, None, :] * sxhw, mask=mask, other=0.0).to(acc)
             right = v[None, :, None] * x + istd[:, :, None]
-            d = tl.maximum(left[None, :, None], right)
-            t = tl.where(right > left[None, :, None], 1.0, tl.where(right == left[None, :, None], 0.5, 0.0))
+            d, t = _b0_max(left[None, :, None], right)
             gxq = g * x / d
             gamma = -gxq * w[None, :, None] / d  # dL/dd
             sum_b += tl.sum(tl.sum(g, axis=2), axis=0)
@@ -1086,8 +1092,7 @@ def b0_persistent_backward_kernel(
             g = tl.load(g_base[:, :, None] + hw[None, None, :] * sghw, mask=mask, other=0.0).to(acc)
             x = tl.load(x_base[:, :, None] + hw[None, None, :] * sxhw, mask=mask, other=0.0).to(acc)
             right = v[None, :, None] * x + istd[:, :, None]
-            d = tl.maximum(left[None, :, None], right)
-            t = tl.where(right > left[None, :, None], 1.0, tl.where(right == left[None, :, None], 0.5, 0.0))
+            d, t = _b0_max(left[None, :, None], right)
             gw = g * w[None, :, None] / d
             dx = gw - t * gw * x / d * v[None, :, None] + icoef[:, :, None] * (x - imean[:, :, None])
             if TRAINING:
