@@ -345,6 +345,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--against needs --ptx-digest")
     log = install_fake_driver(args.arch)
     digests: list[tuple[str, str, str]] = []
+    differences = 0  # launches whose PTX differs from --against's
     current = [""]
     if args.ptx_digest is not None:
         from triton.runtime.jit import JITFunction
@@ -374,12 +375,12 @@ def main(argv: list[str] | None = None) -> int:
         record = {"triton": triton.__version__, "arch": args.arch, "launches": [list(d) for d in digests]}
         args.ptx_digest.write_text(json.dumps(record, indent=0))
         if args.against is not None:
-            failures += compare_digests(record, json.loads(args.against.read_text()))
+            differences = compare_digests(record, json.loads(args.against.read_text()))
     kernels = sorted({name for name, _ in log})
     print(f"{len(cases)} cases, {len(log)} launches compiled for sm_{args.arch} ({len(kernels)} kernels: "
           f"{', '.join(kernels)}); largest shared memory {max((s for _, s in log), default=0)} bytes; "
           f"{failures} failed")  # fmt: skip
-    return 1 if failures else 0
+    return 1 if failures or differences else 0
 
 
 if __name__ == "__main__":
